@@ -1,0 +1,48 @@
+# Two entry points: `make demo` (the main job on built-in data) and `make test`. Each sets up what it needs.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FMNIST := /usr/share/datasets/fashion-mnist
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench bench-quick setup data clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+data:
+	@if [ ! -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's dataset-fashion-mnist into $(FMNIST)"; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    ($$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	     ($$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null)) || \
+	    { echo "could not install dataset-fashion-mnist with apt-get; install it, or pass --data.path=DIR holding the Fashion-MNIST idx .gz files"; exit 1; }; \
+	  else \
+	    echo "Fashion-MNIST is missing at $(FMNIST) and apt-get is not available: install Debian's package dataset-fashion-mnist, or pass --data.path=DIR holding the idx .gz files"; exit 1; \
+	  fi; \
+	fi
+
+demo: setup data
+	$(BIN)/learnability demo
+
+test: setup data
+	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m slow
+
+test-fast: setup
+	$(BIN)/python -m pytest -q
+
+bench-quick: setup data
+	$(BIN)/python bench/classact.py --quick
+
+bench: setup data
+	$(BIN)/python bench/classact.py
+
+clean:
+	rm -rf $(VENV) runs

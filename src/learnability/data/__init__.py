@@ -1,0 +1,13 @@
+"""Data: sources with stable example ids, splits, web-like corruption, and the index stream."""
+
+from learnability.data.corrupt import CLEAN, DUPLICATE, JUNK, LABEL_NOISE, corrupt
+from learnability.data.imageset import ImageSet
+from learnability.data.sources import load_source
+from learnability.data.splits import Splits, make_splits
+from learnability.data.build import build_data
+from learnability.data.stream import IndexStream
+
+__all__ = [
+    "CLEAN", "build_data", "DUPLICATE", "JUNK", "LABEL_NOISE", "ImageSet", "IndexStream", "Splits",
+    "corrupt", "load_source", "make_splits",
+]

@@ -1,0 +1,24 @@
+"""Build the pool, the curated reference set and the test set from a `DataConfig`."""
+
+from __future__ import annotations
+
+from learnability.config import DataConfig
+from learnability.data.corrupt import corrupt
+from learnability.data.sources import load_source
+from learnability.data.splits import Splits, make_splits
+
+
+def build_data(cfg: DataConfig) -> Splits:
+    """Load the source, split it, and corrupt the pool only (reference and test stay clean)."""
+    train, test = load_source(cfg.source, path=cfg.path, image_size=cfg.image_size, channels=cfg.channels,
+                              test_fraction=cfg.test_fraction, num_classes=cfg.num_classes, seed=cfg.seed)
+    reference_size = cfg.reference_size
+    if cfg.source != "fashion_mnist" and reference_size >= len(train):
+        raise ValueError(f"data.reference_size={reference_size} leaves no pool of the {len(train)} training "
+                         f"examples of {cfg.source}; lower it")
+    splits = make_splits(train, test, reference_size=reference_size, pool_size=cfg.pool_size, seed=cfg.seed)
+    if cfg.test_size:
+        splits.test = splits.test.subset(slice(0, cfg.test_size))
+    splits.pool = corrupt(splits.pool, label_noise=cfg.label_noise, duplicates=cfg.duplicates, junk=cfg.junk,
+                          seed=cfg.seed + 1)
+    return splits

@@ -1,0 +1,60 @@
+"""`ImageSet`: images, labels and stable example ids, with a per-id corruption record."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import torch
+
+
+@dataclasses.dataclass
+class ImageSet:
+    """A labelled image set held in memory.
+
+    x: `[N, C, H, W]` float32, scaled to [-1, 1]. y: `[N]` int64 labels in `[0, num_classes)`.
+    ids: `[N]` int64 stable example ids (never cast to float). corruption: `[N]` int8 codes from
+    `data.corrupt` (0 = clean). true_y: `[N]` labels before any label corruption.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    ids: torch.Tensor
+    num_classes: int
+    corruption: torch.Tensor | None = None
+    true_y: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        n = self.x.shape[0]
+        if self.x.dim() != 4:
+            raise ValueError(f"images must be [N, C, H, W]; got shape {tuple(self.x.shape)}")
+        for name in ("y", "ids"):
+            t = getattr(self, name)
+            if t.shape != (n,):
+                raise ValueError(f"{name} must have shape [{n}] to match the images; got {tuple(t.shape)}")
+            if t.dtype != torch.int64:
+                raise ValueError(f"{name} must be int64; got {t.dtype}")
+        if n and (int(self.y.min()) < 0 or int(self.y.max()) >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}); found {int(self.y.min())}..{int(self.y.max())}")
+        if self.corruption is None:
+            self.corruption = torch.zeros(n, dtype=torch.int8)
+        if self.true_y is None:
+            self.true_y = self.y.clone()
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.x.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, index: torch.Tensor) -> "ImageSet":
+        return ImageSet(self.x[index], self.y[index], self.ids[index], self.num_classes,
+                        self.corruption[index], self.true_y[index])
+
+    def fingerprint(self) -> str:
+        """sha256 over images, labels and ids: changes when any example changes."""
+        h = hashlib.sha256()
+        for t in (self.x, self.y, self.ids):
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()

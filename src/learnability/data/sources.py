@@ -1,0 +1,168 @@
+"""Data sources: each returns a training set and a clean test set of `ImageSet`s with stable ids.
+
+- `fashion_mnist`: the idx `.gz` files of Debian's `dataset-fashion-mnist` package.
+- `digits`: scikit-learn's bundled 8x8 digits.
+- `npz`: a user's `.npz` with arrays `x` (`[N, H, W]`, `[N, H, W, C]` or `[N, C, H, W]`, uint8 0-255
+  or float 0-1) and `y` (integer labels); optional `x_test`, `y_test`.
+- `folder`: a user's folder with one subfolder per class of PNG/JPEG images, read with Pillow.
+Sources without a test split hold out `test_fraction` of their examples (seeded).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from learnability.data.imageset import ImageSet
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg"}
+SOURCES = ("fashion_mnist", "digits", "npz", "folder")
+
+
+def load_source(source: str, *, path: str = "", image_size: int = 0, channels: int = 0,
+                test_fraction: float = 0.2, num_classes: int = 0, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+    """Load `source` and return `(train, test)`. See the module docstring for the sources."""
+    if source == "fashion_mnist":
+        return _fashion_mnist(path or FASHION_MNIST_DIR)
+    if source == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        x = (d.images * (255.0 / 16.0)).round().astype(np.uint8)[:, None]
+        return _split_off_test(x, d.target.astype(np.int64), 10, test_fraction, seed)
+    if source == "npz":
+        return _npz(path, num_classes, test_fraction, seed)
+    if source == "folder":
+        return _folder(path, image_size or 32, channels or 1, test_fraction, seed)
+    raise ValueError(f"unknown data.source {source!r}; choose one of {', '.join(SOURCES)}")
+
+
+def _to_imageset(x_uint8: np.ndarray, y: np.ndarray, num_classes: int, ids: np.ndarray) -> ImageSet:
+    x = torch.tensor(x_uint8, dtype=torch.float32).div_(127.5).sub_(1.0)
+    return ImageSet(x, torch.from_numpy(y.astype(np.int64)), torch.from_numpy(ids.astype(np.int64)), num_classes)
+
+
+def _split_off_test(x: np.ndarray, y: np.ndarray, k: int, test_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"data.test_fraction must be in (0, 1); got {test_fraction}")
+    n = len(y)
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, round(test_fraction * n))
+    te, tr = np.sort(order[:n_test]), np.sort(order[n_test:])
+    return _to_imageset(x[tr], y[tr], k, tr), _to_imageset(x[te], y[te], k, te)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype != 0x08:
+        raise ValueError(f"{path} is not an idx file of unsigned bytes")
+    shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _fashion_mnist(root: str) -> tuple[ImageSet, ImageSet]:
+    out = []
+    for split, (img, lab) in FASHION_MNIST_FILES.items():
+        paths = [Path(root) / img, Path(root) / lab]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"Fashion-MNIST file(s) not found: {', '.join(missing)}. Install Debian's package "
+                f"'dataset-fashion-mnist' (sudo apt-get install dataset-fashion-mnist; `make demo` does it), "
+                f"or point --data.path at a folder holding the idx .gz files.")
+        x, y = _read_idx(paths[0]), _read_idx(paths[1])
+        out.append(_to_imageset(x[:, None], y, 10, np.arange(len(y))))
+    return out[0], out[1]
+
+
+def _check_labels(y: np.ndarray, num_classes: int, where: str) -> int:
+    if y.ndim != 1:
+        raise ValueError(f"{where}: labels must be a 1-D array; got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise ValueError(f"{where}: labels must be integers; got dtype {y.dtype} with non-integer values")
+    if len(y) and y.min() < 0:
+        raise ValueError(f"{where}: labels must be >= 0; found {int(y.min())}")
+    if num_classes and len(y) and y.max() >= num_classes:
+        raise ValueError(f"{where}: label {int(y.max())} is out of range for data.num_classes={num_classes}")
+    return num_classes or int(y.max()) + 1
+
+
+def _images_nchw(x: np.ndarray, where: str) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.transpose(0, 3, 1, 2)
+    elif not (x.ndim == 4 and x.shape[1] in (1, 3)):
+        raise ValueError(f"{where}: images must be [N, H, W], [N, H, W, C] or [N, C, H, W] with C in (1, 3); got {x.shape}")
+    if x.dtype == np.uint8:
+        return x
+    if not np.issubdtype(x.dtype, np.floating) or not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1:
+        raise ValueError(f"{where}: images must be uint8 (0-255) or finite floats in [0, 1]")
+    return (x * 255).round().astype(np.uint8)
+
+
+def _npz(path: str, num_classes: int, test_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    if not path or not os.path.isfile(path):
+        raise FileNotFoundError(f"data.source=npz needs --data.path pointing at an .npz file; {path!r} does not exist")
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise ValueError(f"{path}: missing array {key!r} (found: {', '.join(arrays) or 'none'}); save with np.savez(path, x=images, y=labels)")
+    x, y = _images_nchw(arrays["x"], f"{path} x"), arrays["y"]
+    if len(x) != len(y):
+        raise ValueError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
+    k = _check_labels(y, num_classes, f"{path} y")
+    if "x_test" in arrays or "y_test" in arrays:
+        xt, yt = _images_nchw(arrays["x_test"], f"{path} x_test"), arrays["y_test"]
+        if len(xt) != len(yt):
+            raise ValueError(f"{path}: x_test has {len(xt)} images but y_test has {len(yt)} labels")
+        k = max(k, _check_labels(yt, num_classes, f"{path} y_test"))
+        if xt.shape[1:] != x.shape[1:]:
+            raise ValueError(f"{path}: x_test images are {xt.shape[1:]} but x images are {x.shape[1:]}")
+        return (_to_imageset(x, y.astype(np.int64), k, np.arange(len(y))),
+                _to_imageset(xt, yt.astype(np.int64), k, np.arange(len(yt))))
+    return _split_off_test(x, y.astype(np.int64), k, test_fraction, seed)
+
+
+def _folder(path: str, size: int, channels: int, test_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(path)
+    if not path or not root.is_dir():
+        raise FileNotFoundError(f"data.source=folder needs --data.path pointing at a folder; {path!r} is not one")
+    if channels not in (1, 3):
+        raise ValueError(f"data.channels must be 1 (grayscale) or 3 (RGB); got {channels}")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir()) if f.suffix.lower() in IMAGE_EXTS]
+    if not files:
+        raise ValueError(f"{root}: no PNG/JPEG images found; expected one subfolder per class holding images")
+    used = sorted({i for _, i in files})
+    if len(used) < 2:
+        raise ValueError(f"{root}: found images of only one class ({classes[used[0]]!r}); classification needs at least 2 class subfolders")
+    xs = np.empty((len(files), channels, size, size), dtype=np.uint8)
+    for j, (f, _) in enumerate(files):
+        try:
+            with Image.open(f) as im:
+                im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+                a = np.asarray(im, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"cannot read image {f}: {e}; remove or replace it") from e
+        xs[j] = a[None] if channels == 1 else a.transpose(2, 0, 1)
+    y = np.array([i for _, i in files], dtype=np.int64)
+    return _split_off_test(xs, y, len(classes), test_fraction, seed)

@@ -1,0 +1,34 @@
+"""Split a source into a training pool, a clean curated reference set and the clean test set."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from learnability.data.imageset import ImageSet
+
+
+@dataclasses.dataclass
+class Splits:
+    pool: ImageSet
+    reference: ImageSet
+    test: ImageSet
+
+
+def make_splits(train: ImageSet, test: ImageSet, *, reference_size: int, pool_size: int = 0, seed: int = 0) -> Splits:
+    """Hold out `reference_size` examples of `train` as the curated set and take the pool from the
+    rest (`pool_size` of them, 0 for all). The split is seeded; ids are kept."""
+    n = len(train)
+    if reference_size < 0 or pool_size < 0:
+        raise ValueError("data.reference_size and data.pool_size must not be negative")
+    pool_n = pool_size or n - reference_size
+    if reference_size + pool_n > n or pool_n < 1:
+        raise ValueError(
+            f"data.reference_size={reference_size} plus data.pool_size={pool_size} needs more than the "
+            f"{n} training examples available; lower one of them")
+    if test.shape != train.shape:
+        raise ValueError(f"test images are {test.shape} but training images are {train.shape}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return Splits(pool=train.subset(order[reference_size:reference_size + pool_n]),
+                  reference=train.subset(order[:reference_size]), test=test)

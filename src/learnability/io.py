@@ -1,0 +1,63 @@
+"""Atomic file writes and JSON-lines metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import torch
+
+
+def _atomic(path: str, write) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write `text` to `path` via a temporary file, fsync and rename: never half-written."""
+    _atomic(path, lambda f: f.write(text.encode()))
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    _atomic(path, lambda f: torch.save(obj, f))
+
+
+class JsonlWriter:
+    """Appends one JSON object per line, flushed per row, so a killed run keeps what it logged."""
+
+    def __init__(self, path: str, mode: str = "w"):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.f = open(path, mode)
+
+    def write(self, row: dict) -> None:
+        self.f.write(json.dumps(row) + "\n")
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # a torn last line of a killed run
+    return rows

@@ -1,0 +1,201 @@
+"""The single-process training loop: draw -> score -> select -> train. Reads top to bottom.
+
+Writes to the run directory: `config.json` (the resolved config), `metrics.jsonl` (one row per
+step: examples, cumulative FLOPs and seconds by category, losses, corrupted fraction selected, and
+test accuracy on the evaluation schedule), and `summary.json` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from learnability import config as C
+from learnability.data import CLEAN, DUPLICATE, JUNK, LABEL_NOISE, IndexStream, Splits, build_data
+from learnability.data.imageset import ImageSet
+from learnability.flops import Ledger, measure_cost, step_flops
+from learnability.io import JsonlWriter, atomic_write_text
+from learnability.losses import cross_entropy
+from learnability.models import build_model
+from learnability.reference import prepare_reference
+from learnability.scores import get_score
+from learnability.selector import Selector
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the run's files are kept."""
+
+
+def _init_model(name: str, shape: tuple[int, int, int], k: int, seed: int, device: torch.device) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
+        torch.manual_seed(seed)
+        return build_model(name, shape, k).to(device)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: ImageSet, batch_size: int, device: torch.device, autocast: bool) -> float:
+    """Top-1 accuracy of `model` on `data`, in eval mode (its mode is restored)."""
+    was = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(data), batch_size):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            pred = model(data.x[i:i + batch_size].to(device)).argmax(1)
+        correct += int((pred.cpu() == data.y[i:i + batch_size]).sum())
+    model.train(was)
+    return correct / len(data)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
+    """Train one arm as configured; returns the summary also written to `summary.json`."""
+    C.validate(cfg)
+    t, s = cfg.train, cfg.selection
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = torch.device(t.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise C.ConfigError("train.device=cuda but no CUDA device is available; use --train.device=cpu")
+    autocast = device.type == "cuda"
+    os.makedirs(cfg.out, exist_ok=True)
+    C.save(cfg, os.path.join(cfg.out, "config.json"))
+
+    # Data: pool (corrupted), curated reference set and test set, all clean but the pool.
+    splits = splits if splits is not None else build_data(cfg.data)
+    pool, shape, k = splits.pool, splits.pool.shape, splits.pool.num_classes
+    selecting = s.score != "uniform"
+    b = t.batch_size
+    big_b = C.super_batch(b, s.filter_ratio) if selecting else b
+    if big_b > len(pool):
+        raise C.ConfigError(f"train.batch_size={b} with selection.filter_ratio={s.filter_ratio} draws {big_b} "
+                            f"candidates a step but the pool holds only {len(pool)}; lower the batch size or the ratio")
+    if device.type == "cuda":
+        pool = ImageSet(pool.x.to(device), pool.y, pool.ids, k, pool.corruption, pool.true_y)
+
+    # Models: the learner, and for selection the online proxy and the frozen reference.
+    learner = _init_model(cfg.model.learner, shape, k, t.seed, device)
+    optimizer = torch.optim.AdamW(learner.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    learner_cost = measure_cost(learner, shape)
+    ledger = Ledger()
+    selector, online_ref = None, None
+    if selecting:
+        needs = get_score(s.score).needs
+        proxy = _init_model(cfg.model.proxy, shape, k, t.seed + 1, device) if "online" in needs else None
+        reference, ref_losses = None, None
+        if "reference" in needs:
+            r = cfg.reference
+            reference = _init_model(cfg.model.proxy, shape, k, t.seed + 2, device)
+            if r.train_on == "online":
+                online_ref = (reference, torch.optim.AdamW(reference.parameters(), lr=r.lr),
+                              IndexStream(len(splits.reference), b, t.seed + 3))
+            else:
+                ref = prepare_reference(
+                    reference, measure_cost(reference, shape), ref_dir=r.dir or os.path.join(cfg.out, "reference"),
+                    train_set=splits.reference if r.train_on == "curated" else splits.pool, pool=splits.pool,
+                    epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, seed=t.seed + 2, cache=r.cache,
+                    device=device, progress=cfg.progress)
+                ledger.add("reference", flops=ref.one_off_flops, seconds=ref.one_off_seconds)
+                ref_losses = ref.losses
+        selector = Selector(
+            score=s.score, batch_size=b, proxy=proxy,
+            proxy_optimizer=torch.optim.AdamW(proxy.parameters(), lr=s.proxy_lr) if proxy is not None else None,
+            reference=reference, reference_losses=ref_losses, learner=learner if "learner" in needs else None,
+            sampler=s.sampler, temperature=s.temperature, seed=t.seed + 4, ledger=ledger, autocast=autocast)
+    stream = IndexStream(len(pool), big_b, t.seed + 5)
+    metrics = JsonlWriter(os.path.join(cfg.out, "metrics.jsonl"))
+    bar = tqdm(range(1, t.steps + 1), desc=f"train {s.score}", disable=not cfg.progress, leave=False)
+    accuracy = float("nan")
+
+    for step in bar:
+        # 1. Draw B candidates (b when training uniformly).
+        t0 = time.perf_counter()
+        pos = stream.next()
+        x, y, ids = pool.x[pos], pool.y[pos].to(device), pool.ids[pos]
+        ledger.add("data", seconds=time.perf_counter() - t0)
+        row: dict = {"step": step}
+
+        # 2-3. Score the super-batch with the proxies and select b of it.
+        if selector is not None:
+            if online_ref is not None:  # a reference trained alongside, on clean curated batches
+                _sync(device)
+                t0 = time.perf_counter()
+                ref_model, ref_opt, ref_stream = online_ref
+                rp = ref_stream.next()
+                ref_model.train()
+                ref_loss = cross_entropy(ref_model(splits.reference.x[rp].to(device)), splits.reference.y[rp].to(device)).mean()
+                ref_opt.zero_grad(set_to_none=True)
+                ref_loss.backward()
+                ref_opt.step()
+                _sync(device)
+                ledger.add("proxy_train", flops=selector.cost("reference", shape).train * b, seconds=time.perf_counter() - t0)
+            sel = selector.select(x, y, ids)
+            for kind, v in sel.losses.items():
+                row[f"loss_{kind}_candidates"] = float(v.mean())
+            pos, x, y = pos[sel.index.cpu()], x[sel.index], y[sel.index]
+
+        # 4. Train the learner on the selection, then the online proxy on the same batch.
+        _sync(device)
+        t0 = time.perf_counter()
+        learner.train()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = learner(x)
+        loss = cross_entropy(out, y, t.label_smoothing).mean()
+        if not torch.isfinite(loss):
+            metrics.close()
+            raise NonFiniteLossError(
+                f"arm {s.score}: the learner's loss is {loss.item()} at step {step}; the run's files are kept in "
+                f"{cfg.out}. Lower train.lr or check the data for NaN/inf values")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        _sync(device)
+        ledger.add("learner", flops=learner_cost.train * b, seconds=time.perf_counter() - t0)
+        if selector is not None:
+            try:
+                row["loss_proxy"] = selector.train_proxy(x, y)
+            except FloatingPointError as e:
+                metrics.close()
+                raise NonFiniteLossError(f"arm {s.score}, step {step}: {e}; the run's files are kept in {cfg.out}") from e
+
+        # Log: examples, cumulative FLOPs and seconds, corrupted fraction selected, accuracy.
+        code = pool.corruption[pos]
+        row.update({
+            "examples_seen": step * b, "candidates_drawn": stream.drawn, "loss_learner": loss.item(),
+            "corrupted_selected": float((code != CLEAN).float().mean()),
+            "label_noise_selected": float((code == LABEL_NOISE).float().mean()),
+            "duplicate_selected": float((code == DUPLICATE).float().mean()),
+            "junk_selected": float((code == JUNK).float().mean()),
+        })
+        row.update(ledger.row())
+        if step % t.eval_every == 0 or step == t.steps:
+            t0 = time.perf_counter()
+            accuracy = evaluate(learner, splits.test, t.eval_batch_size, device, autocast)
+            ledger.add("eval", seconds=time.perf_counter() - t0)
+            row["test_accuracy"] = accuracy
+            bar.set_postfix(acc=f"{accuracy:.3f}")
+        metrics.write(row)
+    metrics.close()
+
+    per_step = step_flops(learner=learner_cost, b=b, big_b=big_b if selecting else 0,
+                          proxy=selector.cost("proxy", shape) if selector and selector.proxy is not None else None,
+                          reference=selector.cost("reference", shape) if selector and selector.reference is not None else None,
+                          reference_cached=selector is not None and selector.reference_losses is not None,
+                          learner_scores=selector is not None and selector.learner is not None)
+    summary = {
+        "arm": s.score, "steps": t.steps, "batch_size": b, "super_batch": big_b, "final_accuracy": accuracy,
+        "learner_flops_per_example": {"forward": learner_cost.forward, "train": learner_cost.train},
+        "proxy_flops_ratio": (learner_cost.forward / selector.cost("proxy", shape).forward)
+        if selector and selector.proxy is not None else None,
+        "closed_form_step_flops": per_step, "ledger": ledger.state_dict(),
+        "pool_size": len(pool), "pool_corrupted": float((pool.corruption != CLEAN).float().mean()),
+    }
+    atomic_write_text(os.path.join(cfg.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,167 @@
+"""The frozen reference model: training it, saving it, and its per-id loss cache.
+
+A reference directory holds `model.pt` (weights), `meta.json` (what it was trained on, and its
+one-off FLOPs and seconds, charged to every run that uses it) and `losses.pt` (per-id losses on a
+pool, with fingerprints of that pool and of the weights). Anything that does not match what the
+run needs is refused with a message that says which part differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from learnability.data.imageset import ImageSet
+from learnability.flops import ModelCost
+from learnability.io import atomic_torch_save, atomic_write_text
+from learnability.losses import cross_entropy, score_losses
+
+
+class CacheMismatchError(ValueError):
+    """A saved reference or loss cache does not match the data or weights of this run."""
+
+
+@dataclasses.dataclass
+class ReferenceLosses:
+    """Per-id reference losses, looked up by example id (ids sorted once; never cast to float)."""
+
+    ids: torch.Tensor      # [N] int64, sorted
+    losses: torch.Tensor   # [N] float32
+
+    @classmethod
+    def from_unsorted(cls, ids: torch.Tensor, losses: torch.Tensor) -> "ReferenceLosses":
+        order = torch.argsort(ids)
+        return cls(ids[order].contiguous(), losses[order].contiguous())
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """Losses `[n]` for example ids `[n]`; raises KeyError for ids the cache does not hold."""
+        ids = ids.cpu()
+        pos = torch.searchsorted(self.ids, ids).clamp_(max=len(self.ids) - 1)
+        found = self.ids[pos] == ids
+        if not bool(found.all()):
+            raise KeyError(f"{int((~found).sum())} example id(s) are not in the reference-loss cache, "
+                           f"e.g. {int(ids[~found][0])}")
+        return self.losses[pos]
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def train_model(model: nn.Module, data: ImageSet, *, epochs: int, batch_size: int, lr: float, seed: int,
+                device: torch.device, progress: bool = True, desc: str = "reference") -> int:
+    """Train `model` on `data` for `epochs` with AdamW and mean cross-entropy. Returns examples seen."""
+    if len(data) == 0:
+        raise ValueError(f"cannot train the {desc}: its training set is empty")
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    seen = 0
+    steps = epochs * -(-len(data) // batch_size)
+    bar = tqdm(total=steps, desc=f"train {desc}", disable=not progress, leave=False)
+    for epoch in range(epochs):
+        perm = torch.randperm(len(data), generator=g)
+        for i in range(0, len(data), batch_size):
+            idx = perm[i:i + batch_size]
+            loss = cross_entropy(model(data.x[idx].to(device)), data.y[idx].to(device)).mean()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{desc} training loss is {loss.item()} in epoch {epoch}; lower reference.lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(idx)
+            bar.update()
+    bar.close()
+    model.eval()
+    return seen
+
+
+@dataclasses.dataclass
+class Reference:
+    model: nn.Module
+    one_off_flops: float      # reference training + the caching pass
+    one_off_seconds: float
+    losses: ReferenceLosses | None
+
+
+def prepare_reference(model: nn.Module, cost: ModelCost, *, ref_dir: str, train_set: ImageSet, pool: ImageSet,
+                      epochs: int, batch_size: int, lr: float, seed: int, cache: bool, device: torch.device,
+                      progress: bool = True) -> Reference:
+    """Load the reference from `ref_dir` if it was trained on exactly this set with these settings,
+    else train it and save it there; then load or build the per-id loss cache of `pool`."""
+    meta_path, model_path = os.path.join(ref_dir, "meta.json"), os.path.join(ref_dir, "model.pt")
+    want = {"train_fingerprint": train_set.fingerprint(), "epochs": epochs, "batch_size": batch_size, "lr": lr,
+            "seed": seed, "architecture": type(model).__name__, "input_shape": list(train_set.shape),
+            "num_classes": train_set.num_classes}
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+        diff = [k for k, v in want.items() if meta.get("trained_with", {}).get(k) != v]
+        if diff:
+            raise CacheMismatchError(
+                f"the reference saved in {ref_dir} was trained differently ({', '.join(diff)} differ from this run); "
+                f"point --reference.dir at a new folder or delete {ref_dir}")
+        try:
+            model.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
+        except Exception as e:  # noqa: BLE001 - any unreadable file means the same thing to the user
+            raise CacheMismatchError(f"cannot load the reference weights {model_path}: {e}; delete {ref_dir} to retrain") from e
+        if weights_fingerprint(model) != meta["weights_fingerprint"]:
+            raise CacheMismatchError(f"{model_path} does not match the checksum in {meta_path}; delete {ref_dir} to retrain")
+        model.eval()
+    else:
+        t0 = time.perf_counter()
+        seen = train_model(model, train_set, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                           progress=progress, desc="reference")
+        meta = {"trained_with": want, "examples_seen": seen, "train_flops": seen * cost.train,
+                "train_seconds": time.perf_counter() - t0, "weights_fingerprint": weights_fingerprint(model)}
+        atomic_torch_save(model.state_dict(), model_path)
+        atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+    flops, seconds = meta["train_flops"], meta["train_seconds"]
+    losses = None
+    if cache:
+        losses, cache_seconds = load_or_build_cache(model, cost, ref_dir, pool, meta["weights_fingerprint"], device)
+        flops += len(pool) * cost.forward
+        seconds += cache_seconds
+    return Reference(model, flops, seconds, losses)
+
+
+def load_or_build_cache(model: nn.Module, cost: ModelCost, ref_dir: str, pool: ImageSet, weights_fp: str,
+                        device: torch.device) -> tuple[ReferenceLosses, float]:
+    """Per-id losses of `pool` under the reference, from `ref_dir/losses.pt` when its fingerprints
+    match the pool and the weights (refused otherwise), else computed once and saved atomically.
+    Returns the losses and the seconds the caching pass took (the recorded time when loaded)."""
+    path = os.path.join(ref_dir, "losses.pt")
+    data_fp = pool.fingerprint()
+    if os.path.exists(path):
+        try:
+            saved = torch.load(path, weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise CacheMismatchError(f"the reference-loss cache {path} is unreadable ({e}); delete it to rebuild") from e
+        if saved.get("data_fingerprint") != data_fp:
+            raise CacheMismatchError(
+                f"the reference-loss cache {path} was computed on different pool data (fingerprint "
+                f"{str(saved.get('data_fingerprint'))[:12]}, this run's pool is {data_fp[:12]}); delete it or use a new --reference.dir")
+        if saved.get("weights_fingerprint") != weights_fp:
+            raise CacheMismatchError(
+                f"the reference-loss cache {path} was computed with other reference weights; delete it or use a new --reference.dir")
+        return ReferenceLosses(saved["ids"], saved["losses"]), float(saved["seconds"])
+    t0 = time.perf_counter()
+    losses = score_losses(model, pool.x.to(device), pool.y.to(device), cross_entropy).cpu()
+    seconds = time.perf_counter() - t0
+    if not torch.isfinite(losses).all():
+        raise FloatingPointError("the reference gives non-finite losses on the pool; retrain it with a lower reference.lr")
+    cache = ReferenceLosses.from_unsorted(pool.ids, losses)
+    atomic_torch_save({"ids": cache.ids, "losses": cache.losses, "data_fingerprint": data_fp,
+                       "weights_fingerprint": weights_fp, "seconds": seconds}, path)
+    return cache, seconds

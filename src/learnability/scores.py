@@ -1,0 +1,95 @@
+"""Score functions: pure maps from per-example losses to per-example scores `[B]`.
+
+A score names the losses it needs (`online`: the online proxy's, `reference`: the frozen
+reference's, `learner`: the learner's own), so callers compute only those. Higher scores are
+selected first. Add one with a function and `@register_score(...)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping
+
+import torch
+
+LOSS_KINDS = ("online", "reference", "learner")
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    name: str
+    fn: Callable[..., torch.Tensor]
+    needs: tuple[str, ...]
+
+
+_SCORES: dict[str, Score] = {}
+
+
+def register_score(*needs: str) -> Callable:
+    bad = set(needs) - set(LOSS_KINDS)
+    if bad:
+        raise ValueError(f"unknown loss kinds {sorted(bad)}; choose from {LOSS_KINDS}")
+
+    def wrap(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        _SCORES[fn.__name__] = Score(fn.__name__, fn, tuple(needs))
+        return fn
+
+    return wrap
+
+
+def list_scores() -> list[str]:
+    return sorted(_SCORES)
+
+
+def get_score(name: str) -> Score:
+    if name not in _SCORES:
+        raise ValueError(f"unknown score {name!r}; choose one of {', '.join(list_scores())}")
+    return _SCORES[name]
+
+
+def compute_scores(name: str, losses: Mapping[str, torch.Tensor], n: int) -> torch.Tensor:
+    """Scores `[n]` of score `name` from per-example `losses` (each `[n]`). Raises ValueError when a
+    needed loss is missing, mis-shaped, or not finite (a NaN loss cannot be ranked)."""
+    score = get_score(name)
+    args = {}
+    for kind in score.needs:
+        if kind not in losses:
+            raise ValueError(f"score {name!r} needs the {kind} loss")
+        t = losses[kind]
+        if t.shape != (n,):
+            raise ValueError(f"{kind} loss must have one value per example, shape [{n}]; got {tuple(t.shape)}")
+        if not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).sum())
+            raise ValueError(f"{kind} loss has {bad} non-finite value(s) (NaN or inf); cannot score them")
+        args[kind] = t.float()
+    return score.fn(n=n, **args)
+
+
+@register_score("online", "reference")
+def learnability(*, n: int, online: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Learnable now: high loss under the online proxy, low loss under the clean reference."""
+    return online - reference
+
+
+@register_score("online")
+def hard_learner(*, n: int, online: torch.Tensor) -> torch.Tensor:
+    """Hard for the online proxy (prefers noisy labels too)."""
+    return online
+
+
+@register_score("reference")
+def easy_reference(*, n: int, reference: torch.Tensor) -> torch.Tensor:
+    """Easy for the clean reference."""
+    return -reference
+
+
+@register_score()
+def uniform(*, n: int) -> torch.Tensor:
+    """All equal: softmax sampling then draws a uniform random subset."""
+    return torch.zeros(n)
+
+
+@register_score("learner", "reference")
+def rho(*, n: int, learner: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """RHO-LOSS: the learner's own loss minus the reference's (scores with the big model)."""
+    return learner - reference
