@@ -1,0 +1,89 @@
+"""The target, when an arm reaches it, and the savings: defined once, used by report and bench.
+
+Target: the uniform arm's final test accuracy, the mean of its last three evaluations. An arm
+reaches it at the first evaluation where the mean of its last three evaluations is at or above the
+target (single evaluations are too noisy). Savings are fractions of what uniform needed to reach
+the same target, measured at that point, every overhead counted:
+
+    updates_saved   = 1 - arm steps / uniform steps
+    compute_saved   = 1 - arm FLOPs / uniform FLOPs      (reference training + caching in full)
+    compute_saved_amortised: the same with one-off reference costs divided over `amortise` runs
+    wallclock_saved = 1 - arm seconds / uniform seconds   (evaluation excluded, reference included)
+Negative where worse; None where the arm never reached the target.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Sequence
+
+WINDOW = 3
+
+
+def evaluations(rows: Sequence[dict]) -> list[dict]:
+    """The metric rows that carry a test accuracy, in step order."""
+    return [r for r in rows if r.get("test_accuracy") is not None]
+
+
+def final_accuracy(rows: Sequence[dict]) -> float:
+    """Mean of the last three evaluations (fewer if the run has fewer)."""
+    evals = evaluations(rows)
+    if not evals:
+        raise ValueError("the run has no evaluations; was it stopped before its first eval?")
+    return statistics.fmean(r["test_accuracy"] for r in evals[-WINDOW:])
+
+
+def reach_row(rows: Sequence[dict], target: float) -> dict | None:
+    """The first evaluation row where the mean of the last three evaluations is >= target."""
+    evals = evaluations(rows)
+    for i in range(min(WINDOW, len(evals)) - 1, len(evals)):
+        window = evals[max(0, i - WINDOW + 1):i + 1]
+        if statistics.fmean(r["test_accuracy"] for r in window) >= target - 1e-12:
+            return evals[i]
+    return None
+
+
+def _saved(arm: float, base: float) -> float:
+    return 1.0 - arm / base if base else float("nan")
+
+
+def savings(uniform_rows: Sequence[dict], arm_rows: Sequence[dict], amortise: int = 10) -> dict:
+    """Savings of an arm against the uniform arm; see the module docstring."""
+    if amortise < 1:
+        raise ValueError("amortise must be >= 1")
+    target = final_accuracy(uniform_rows)
+    base, hit = reach_row(uniform_rows, target), reach_row(arm_rows, target)
+    out = {"target": target, "final_accuracy": final_accuracy(arm_rows),
+           "corrupted_selected": statistics.fmean(r["corrupted_selected"] for r in arm_rows),
+           "reached_at_step": hit["step"] if hit else None, "uniform_reached_at_step": base["step"],
+           "updates_saved": None, "compute_saved": None, "compute_saved_amortised": None, "wallclock_saved": None}
+    if hit is None:
+        return out
+    one_off = hit.get("flops_reference", 0.0)
+    base_amortised = base["flops_total"] - base.get("flops_reference", 0.0) * (1 - 1 / amortise)
+    out.update({
+        "updates_saved": _saved(hit["step"], base["step"]),
+        "compute_saved": _saved(hit["flops_total"], base["flops_total"]),
+        "compute_saved_amortised": _saved(hit["flops_total"] - one_off * (1 - 1 / amortise), base_amortised),
+        "wallclock_saved": _saved(hit["seconds_total"], base["seconds_total"]),
+    })
+    return out
+
+
+def step_time_shares(rows: Sequence[dict]) -> dict[str, float]:
+    """Shares of training wall-clock (one-off reference work and evaluation excluded) by category."""
+    last = rows[-1]
+    cats = ("data", "learner", "scoring", "selection", "proxy_train")
+    total = sum(last.get(f"seconds_{c}", 0.0) for c in cats)
+    return {c: (last.get(f"seconds_{c}", 0.0) / total if total else 0.0) for c in cats}
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    """Median over seeds; None if any seed never reached the target (treated as the worst)."""
+    vals = [v for v in values if v is not None]
+    if len(vals) < len(values):
+        vals += [float("-inf")] * (len(values) - len(vals))
+    if not vals:
+        return None
+    m = statistics.median(vals)
+    return None if m == float("-inf") else m

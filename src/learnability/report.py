@@ -1,0 +1,143 @@
+"""Run directories -> a markdown report with PNG plots, from the run files alone.
+
+`build_report(["runs/compare-x"], out_dir)` reads each run's `config.json` and `metrics.jsonl`
+(a compare directory holds one run per arm), plots test accuracy against learner updates, total
+FLOPs and wall-clock, and tabulates savings against the uniform arm (see `analysis`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+from learnability import analysis
+from learnability.io import atomic_write_text, read_jsonl
+
+
+def find_runs(paths: Sequence[str]) -> list[str]:
+    """Run directories (holding metrics.jsonl) at or directly below each path."""
+    runs = []
+    for p in paths:
+        if os.path.isfile(os.path.join(p, "metrics.jsonl")):
+            runs.append(p)
+        elif os.path.isdir(p):
+            runs += sorted(os.path.join(p, d) for d in os.listdir(p)
+                           if os.path.isfile(os.path.join(p, d, "metrics.jsonl")))
+        else:
+            raise FileNotFoundError(f"{p} is not a run directory (no metrics.jsonl) nor a folder of runs")
+    if not runs:
+        raise FileNotFoundError(f"no run directories (with metrics.jsonl) found in {', '.join(paths)}")
+    return runs
+
+
+def load_run(path: str) -> dict:
+    with open(os.path.join(path, "config.json")) as f:
+        cfg = json.load(f)
+    rows = read_jsonl(os.path.join(path, "metrics.jsonl"))
+    if not rows:
+        raise ValueError(f"{path}/metrics.jsonl holds no rows")
+    return {"path": path, "arm": cfg["selection"]["score"], "config": cfg, "rows": rows}
+
+
+def table(runs: list[dict], amortise: int = 10) -> list[dict]:
+    """One row per run: savings against the uniform run (None without one), shares of time."""
+    base = next((r for r in runs if r["arm"] == "uniform"), None)
+    out = []
+    for run in runs:
+        if base is not None:
+            row = analysis.savings(base["rows"], run["rows"], amortise)
+        else:
+            row = {"final_accuracy": analysis.final_accuracy(run["rows"]),
+                   "corrupted_selected": sum(r["corrupted_selected"] for r in run["rows"]) / len(run["rows"])}
+        last = run["rows"][-1]
+        row.update({"arm": run["arm"], "steps": last["step"], "flops_total": last["flops_total"],
+                    "seconds_total": last["seconds_total"],
+                    "selection_time_share": analysis.step_time_shares(run["rows"])["selection"],
+                    "scoring_time_share": analysis.step_time_shares(run["rows"])["scoring"]})
+        out.append(row)
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "not reached" if v is None else f"{100 * v:+.1f}%"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = ("| arm | updates saved | compute saved | compute saved (amortised) | wall-clock saved | "
+            "final accuracy | corrupted selected | selection share of step time |\n"
+            "|---|---|---|---|---|---|---|---|\n")
+    body = "".join(
+        f"| {r['arm']} | {_pct(r.get('updates_saved'))} | {_pct(r.get('compute_saved'))} | "
+        f"{_pct(r.get('compute_saved_amortised'))} | {_pct(r.get('wallclock_saved'))} | "
+        f"{r['final_accuracy']:.4f} | {100 * r['corrupted_selected']:.1f}% | {100 * r['selection_time_share']:.2f}% |\n"
+        for r in rows)
+    return head + body
+
+
+def plot(runs: list[dict], out_dir: str) -> list[str]:
+    """Three PNGs of test accuracy against learner updates, total FLOPs and wall-clock seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes = [("step", "learner updates", "accuracy_vs_updates.png"),
+            ("flops_total", "total FLOPs (every overhead counted)", "accuracy_vs_flops.png"),
+            ("seconds_total", "wall-clock seconds (training, reference included)", "accuracy_vs_wallclock.png")]
+    target = None
+    base = next((r for r in runs if r["arm"] == "uniform"), None)
+    if base is not None:
+        target = analysis.final_accuracy(base["rows"])
+    paths = []
+    for key, label, name in axes:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+        for run in runs:
+            ev = analysis.evaluations(run["rows"])
+            ax.plot([r[key] for r in ev], [r["test_accuracy"] for r in ev], marker=".", label=run["arm"])
+        if target is not None:
+            ax.axhline(target, color="grey", linestyle="--", linewidth=1, label="target (uniform final)")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(out_dir, name)
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def build_report(paths: Sequence[str], out_dir: str | None = None, amortise: int = 10) -> tuple[str, list[dict]]:
+    """Write `report.md` and plots into `out_dir` (default: the first path). Returns its path and the table."""
+    runs = [load_run(p) for p in find_runs(paths)]
+    runs.sort(key=lambda r: (r["arm"] != "uniform", r["arm"]))
+    out_dir = out_dir or (paths[0] if len(paths) == 1 and os.path.isdir(paths[0]) else "report")
+    os.makedirs(out_dir, exist_ok=True)
+    rows = table(runs, amortise)
+    plots = plot(runs, out_dir)
+    cfg = runs[0]["config"]
+    lines = [
+        "# learnability report", "",
+        f"Runs: {', '.join(r['path'] for r in runs)}", "",
+        f"Data: {cfg['data']['source']}, label noise {cfg['data']['label_noise']}, learner {cfg['model']['learner']}, "
+        f"proxy {cfg['model']['proxy']}, b = {cfg['train']['batch_size']}, filter ratio {cfg['selection']['filter_ratio']}, "
+        f"sampler {cfg['selection']['sampler']} (temperature {cfg['selection']['temperature']}).", "",
+        "Target: uniform's final accuracy (mean of its last three evaluations); an arm reaches it at the first "
+        "evaluation whose mean over the last three is at or above it. Savings are against uniform at that point; "
+        f"compute counts reference training and caching in full (amortised: over {amortise} runs).", "",
+        markdown_table(rows), "",
+        "## Where the time went", "",
+        "| arm | learner FLOPs | scoring FLOPs | proxy training FLOPs | reference FLOPs (one-off) | learner s | scoring s | selection s | proxy training s | reference s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        last = run["rows"][-1]
+        lines.append(f"| {run['arm']} | " + " | ".join(f"{last.get('flops_' + c, 0):.3g}" for c in ("learner", "scoring", "proxy_train", "reference"))
+                     + " | " + " | ".join(f"{last.get('seconds_' + c, 0):.1f}" for c in ("learner", "scoring", "selection", "proxy_train", "reference")) + " |")
+    lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
+    path = os.path.join(out_dir, "report.md")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(os.path.join(out_dir, "report.json"), json.dumps(rows, indent=2) + "\n")
+    return path, rows

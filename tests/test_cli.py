@@ -1,0 +1,163 @@
+"""End-to-end through the real command line on tiny settings (digits: 8x8 images, seconds a run)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from learnability import analysis
+from learnability.cli import main
+from learnability.io import read_jsonl
+
+TINY = ["--data.source=digits", "--data.reference_size=300", "--data.label_noise=0.4",
+        "--model.learner=cnn_tiny", "--model.proxy=mlp_tiny", "--train.steps=40", "--train.batch_size=32",
+        "--train.eval_every=5", "--reference.epochs=3", "--progress=false", "--train.threads=1"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "learnability.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_compare_end_to_end_report_consistent_with_metrics(tmp_path):
+    out = tmp_path / "cmp"
+    r = cli("compare", f"--out={out}", "--arms=uniform,learnability,rho", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "report:" in r.stdout and "| learnability |" in r.stdout
+    for f in ("report.md", "report.json", "accuracy_vs_updates.png", "accuracy_vs_flops.png",
+              "accuracy_vs_wallclock.png", "compare.json", "reference/model.pt", "reference/losses.pt"):
+        assert (out / f).is_file(), f
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = {r["arm"]: r for r in json.loads((out / "report.json").read_text())}
+    uniform = read_jsonl(str(out / "uniform" / "metrics.jsonl"))
+    for arm in ("uniform", "learnability", "rho"):
+        rows = read_jsonl(str(out / arm / "metrics.jsonl"))
+        assert [r["step"] for r in rows] == list(range(1, 41))
+        assert len(analysis.evaluations(rows)) == 8
+        cfg = json.loads((out / arm / "config.json").read_text())
+        assert cfg["selection"]["score"] == arm
+        expect = analysis.savings(uniform, rows)
+        for key in ("updates_saved", "compute_saved", "wallclock_saved", "final_accuracy", "corrupted_selected"):
+            a, b = table[arm][key], expect[key]
+            assert (a is None and b is None) or math.isclose(a, b), (arm, key)
+        # the ledger is cumulative and the one-off reference cost is charged from step 1
+        flops = [r["flops_total"] for r in rows]
+        assert flops == sorted(flops)
+    assert table["uniform"]["updates_saved"] == 0.0
+    lr = read_jsonl(str(out / "learnability" / "metrics.jsonl"))
+    assert lr[0]["flops_reference"] > 0 and lr[0]["flops_scoring"] > 0 and lr[0]["flops_proxy_train"] > 0
+    assert uniform[0]["flops_reference"] == 0 and uniform[0]["flops_scoring"] == 0
+    # rho scores with the learner: its scoring FLOPs per step exceed the learner's forward on B
+    summary = json.loads((out / "rho" / "summary.json").read_text())
+    assert summary["closed_form_step_flops"]["scoring"] >= 64 * summary["learner_flops_per_example"]["forward"]
+    report = (out / "report.md").read_text()
+    assert "![accuracy_vs_flops.png](accuracy_vs_flops.png)" in report
+    # a copied run reports the same from its files alone
+    copy = tmp_path / "copy"
+    r2 = cli("report", str(out), f"--out={copy}")
+    assert r2.returncode == 0, r2.stderr
+    assert json.loads((copy / "report.json").read_text()) == json.loads((out / "report.json").read_text())
+
+
+def test_run_ledger_matches_closed_form(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", f"--out={out}", "--selection.score=learnability", *TINY]) == 0
+    rows = read_jsonl(str(out / "metrics.jsonl"))
+    summary = json.loads((out / "summary.json").read_text())
+    per_step = summary["closed_form_step_flops"]
+    last, first = rows[-1], rows[0]
+    assert math.isclose(last["flops_learner"], 40 * per_step["learner"])
+    assert math.isclose(last["flops_scoring"], 40 * per_step["scoring"])
+    assert math.isclose(last["flops_proxy_train"], 40 * per_step["proxy_train"])
+    assert last["flops_reference"] == first["flops_reference"] > 0
+    assert summary["super_batch"] == 64 and summary["proxy_flops_ratio"] > 1
+
+
+def test_run_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", f"--out={out}", "--selection.score=uniform", *TINY[:-4], "--train.steps=3",
+                 "--train.eval_every=3", "--progress=false"]) == 0
+    assert main(["run", f"--out={out}", "--train.steps=3"]) == 2
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--train.stpes=3"], ["train.stpes", "steps"]),
+    (["--nope=1"], ["nope"]),
+    (["--train.steps=many"], ["train.steps", "int"]),
+    (["--selection.filter_ratio=1.0"], ["selection.filter_ratio", "[0, 1)"]),
+    (["--selection.filter_ratio=-0.5"], ["selection.filter_ratio"]),
+    (["--selection.score=best"], ["selection.score", "learnability"]),
+    (["--data.pool_size=20", "--train.batch_size=32"], ["pool holds only", "batch size"]),
+    (["--data.source=npz", "--data.path=/nonexistent.npz"], ["npz", "does not exist"]),
+    (["--data.path=/nonexistent-dir"], ["dataset-fashion-mnist"]),
+    (["--data.source=digits", "--data.reference_size=5000"], ["reference_size"]),
+])
+def test_bad_input_exits_2_naming_what_to_fix(tmp_path, capsys, args, words):
+    base = [a for a in TINY if not a.startswith(("--data.source", "--data.reference_size"))]
+    if not any(a.startswith("--data.source") for a in args) and not any("data.path" in a for a in args):
+        base = TINY
+    assert main(["run", f"--out={tmp_path / 'r'}", *base, *args]) == 2
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def test_nan_loss_stops_naming_step_and_arm_and_keeps_files(tmp_path, capsys):
+    out = tmp_path / "nan"
+    code = main(["run", f"--out={out}", "--selection.score=learnability", "--train.lr=1e30", *TINY])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "arm learnability" in err and "at step" in err and str(out) in err
+    assert (out / "config.json").is_file() and (out / "metrics.jsonl").is_file()
+
+
+def test_reference_from_another_dataset_is_refused(tmp_path, capsys):
+    ref = tmp_path / "ref"
+    assert main(["run", f"--out={tmp_path / 'a'}", f"--reference.dir={ref}", "--selection.score=easy_reference",
+                 *TINY]) == 0
+    # the same reference folder with other data: the input shape and the training set differ
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=rng.integers(0, 255, (400, 12, 12), dtype=np.uint8), y=rng.integers(0, 3, 400))
+    args = [a for a in TINY if not a.startswith(("--data.source", "--data.reference_size"))]
+    code = main(["run", f"--out={tmp_path / 'b'}", f"--reference.dir={ref}", "--selection.score=easy_reference",
+                 "--data.source=npz", f"--data.path={npz}", "--data.reference_size=100", *args])
+    assert code == 2
+    assert "trained differently" in capsys.readouterr().err
+
+
+def test_vit_patch_mismatch_is_a_clear_error(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "odd.npz"
+    np.savez(npz, x=rng.integers(0, 255, (300, 10, 10), dtype=np.uint8), y=rng.integers(0, 3, 300))
+    args = [a for a in TINY if not a.startswith(("--data.source", "--data.reference_size", "--model.learner"))]
+    code = main(["run", f"--out={tmp_path / 'v'}", "--data.source=npz", f"--data.path={npz}",
+                 "--data.reference_size=100", "--model.learner=vit_tiny", *args])
+    assert code == 2
+    assert "not divisible by the ViT patch size" in capsys.readouterr().err
+
+
+def test_help_and_unknown_command(capsys):
+    assert main(["--help"]) == 0
+    assert main(["train"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_settings_on_fashion_mnist_short(tmp_path):
+    """The demo's compare on real Fashion-MNIST, shortened: learnability selects far fewer noisy labels."""
+    if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
+        pytest.skip("dataset-fashion-mnist is not installed")
+    out = tmp_path / "demo"
+    r = cli("compare", f"--out={out}", "--train.steps=150", "--train.eval_every=50", "--data.test_size=2000",
+            "--progress=false")
+    assert r.returncode == 0, r.stderr
+    table = {x["arm"]: x for x in json.loads((out / "report.json").read_text())}
+    assert table["uniform"]["corrupted_selected"] == pytest.approx(0.4, abs=0.03)
+    assert table["learnability"]["corrupted_selected"] < 0.3
