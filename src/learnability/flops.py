@@ -33,11 +33,12 @@ class ModelCost:
 def measure_cost(model: nn.Module, in_shape: tuple[int, ...], batch: int = 4) -> ModelCost:
     """Measure per-example forward and forward+backward FLOPs of `model` on `[batch, *in_shape]`.
 
-    Works on a CPU copy, so the caller's model, its BatchNorm statistics and gradients are untouched;
-    the count does not depend on the device the model trains on.
+    Works on a CPU copy, so the caller's model, its BatchNorm statistics and gradients are untouched,
+    and draws its input from a private generator, so the global RNG is too; the count does not depend
+    on the device the model trains on.
     """
     m = copy.deepcopy(model).cpu().float()
-    x = torch.randn(batch, *in_shape)
+    x = torch.randn(batch, *in_shape, generator=torch.Generator().manual_seed(0))  # leaves the global RNG alone
     m.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as fwd:
         m(x)

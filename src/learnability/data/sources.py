@@ -129,6 +129,9 @@ def _npz(path: str, num_classes: int, test_fraction: float, seed: int) -> tuple[
         raise ValueError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
     k = _check_labels(y, num_classes, f"{path} y")
     if "x_test" in arrays or "y_test" in arrays:
+        missing = [key for key in ("x_test", "y_test") if key not in arrays]
+        if missing:
+            raise ValueError(f"{path}: missing array {missing[0]!r}; a test split needs both x_test and y_test")
         xt, yt = _images_nchw(arrays["x_test"], f"{path} x_test"), arrays["y_test"]
         if len(xt) != len(yt):
             raise ValueError(f"{path}: x_test has {len(xt)} images but y_test has {len(yt)} labels")
