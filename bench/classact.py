@@ -17,7 +17,6 @@ import dataclasses
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 
@@ -30,7 +29,7 @@ from learnability.io import atomic_write_text, read_jsonl
 
 ALL_ARMS = ("uniform", "learnability", "hard_learner", "easy_reference", "rho")
 # Settings of the protocol (shared/DESIGN.md): learner >= 10x the proxy's forward FLOPs, f = 0.5.
-BENCH_OVERRIDES = ["--train.steps=2000", "--train.eval_every=100", "--data.test_size=5000", "--progress=false"]
+BENCH_OVERRIDES = ["--train.steps=2000", "--train.eval_every=100", "--data.test_size=4000", "--progress=false"]
 
 
 def machine() -> str:
@@ -124,7 +123,7 @@ def main() -> int:
             med = medians(rows)
             settings = (f"learner {base.model.learner}, proxy/reference {base.model.proxy}, b={base.train.batch_size}, "
                         f"f={base.selection.filter_ratio}, {base.selection.sampler} tau={base.selection.temperature}, "
-                        f"{base.train.steps} steps, eval every {base.train.eval_every} on {base.data.test_size or 10000} test images")
+                        f"{base.train.steps} steps, eval every {base.train.eval_every} on {base.data.test_size or 'all'} test images")
             os.makedirs(a.results, exist_ok=True)
             atomic_write_text(os.path.join(a.results, f"{name}.json"), json.dumps(
                 {"rows": rows, "medians": med, "command": command, "machine": machine(), "settings": settings,

@@ -68,6 +68,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     label_smoothing: float = 0.0
+    ema: float = 0.99              # evaluate an EMA of the learner's weights with this decay; 0 = raw weights
     eval_every: int = 100
     eval_batch_size: int = 1000
     device: str = "cpu"            # cpu | cuda (bf16 autocast on cuda)
@@ -214,6 +215,7 @@ def validate(cfg: RunConfig) -> None:
         (t.eval_every >= 1, "train.eval_every", "must be >= 1"),
         (t.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1"),
         (t.lr > 0, "train.lr", "must be > 0"),
+        (0.0 <= t.ema < 1.0, "train.ema", "must be in [0, 1) (0 turns the EMA off)"),
         (t.device in ("cpu", "cuda") or t.device.startswith("cuda:"), "train.device", "must be cpu or cuda"),
         (0.0 <= s.filter_ratio < 1.0, "selection.filter_ratio", "must be in [0, 1) (B = b / (1 - f))"),
         (s.temperature > 0 and s.temperature != float("inf"), "selection.temperature", "must be a finite number > 0"),

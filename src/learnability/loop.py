@@ -12,6 +12,7 @@ import os
 import time
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from learnability import config as C
@@ -84,6 +85,10 @@ def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
     learner = _init_model(cfg.model.learner, shape, k, t.seed, device)
     optimizer = torch.optim.AdamW(learner.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     learner_cost = measure_cost(learner, shape)
+    # Evaluate an exponential moving average of the learner's weights (and BN buffers), so that
+    # evaluations measure the model rather than the optimizer's step-to-step noise; 0 turns it off.
+    ema = AveragedModel(learner, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True) if t.ema else None
+    ema_flops = 3 * sum(p.numel() for p in learner.parameters()) if t.ema else 0
     ledger = Ledger()
     selector, online_ref = None, None
     if selecting:
@@ -156,8 +161,10 @@ def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.update_parameters(learner)
         _sync(device)
-        ledger.add("learner", flops=learner_cost.train * b, seconds=time.perf_counter() - t0)
+        ledger.add("learner", flops=learner_cost.train * b + ema_flops, seconds=time.perf_counter() - t0)
         if selector is not None:
             try:
                 row["loss_proxy"] = selector.train_proxy(x, y)
@@ -177,7 +184,7 @@ def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
         row.update(ledger.row())
         if step % t.eval_every == 0 or step == t.steps:
             t0 = time.perf_counter()
-            accuracy = evaluate(learner, splits.test, t.eval_batch_size, device, autocast)
+            accuracy = evaluate(ema.module if ema is not None else learner, splits.test, t.eval_batch_size, device, autocast)
             ledger.add("eval", seconds=time.perf_counter() - t0)
             row["test_accuracy"] = accuracy
             bar.set_postfix(acc=f"{accuracy:.3f}")
@@ -189,6 +196,7 @@ def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
                           reference=selector.cost("reference", shape) if selector and selector.reference is not None else None,
                           reference_cached=selector is not None and selector.reference_losses is not None,
                           learner_scores=selector is not None and selector.learner is not None)
+    per_step["learner"] += ema_flops
     summary = {
         "arm": s.score, "steps": t.steps, "batch_size": b, "super_batch": big_b, "final_accuracy": accuracy,
         "learner_flops_per_example": {"forward": learner_cost.forward, "train": learner_cost.train},
