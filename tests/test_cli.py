@@ -13,6 +13,7 @@ import pytest
 
 from learnability import analysis
 from learnability.cli import main
+from learnability.flops import mlp_cost
 from learnability.io import read_jsonl
 
 TINY = ["--data.source=digits", "--data.reference_size=300", "--data.label_noise=0.4",
@@ -161,3 +162,21 @@ def test_demo_settings_on_fashion_mnist_short(tmp_path):
     table = {x["arm"]: x for x in json.loads((out / "report.json").read_text())}
     assert table["uniform"]["corrupted_selected"] == pytest.approx(0.4, abs=0.03)
     assert table["learnability"]["corrupted_selected"] < 0.3
+
+
+
+@pytest.mark.parametrize("variant", ["--reference.train_on=online", "--reference.train_on=pool",
+                                     "--reference.cache=false", "--selection.sampler=topk"])
+def test_reference_and_sampler_variants_run_and_account(tmp_path, variant):
+    out = tmp_path / "v"
+    assert main(["run", f"--out={out}", "--selection.score=learnability", *TINY, variant]) == 0
+    rows = read_jsonl(str(out / "metrics.jsonl"))
+    proxy = mlp_cost((1, 8, 8), (32,), 10)  # mlp_tiny on 8x8 digits; the reference shares it
+    online = variant == "--reference.train_on=online"
+    cached = variant not in ("--reference.train_on=online", "--reference.cache=false")
+    # scoring per step: the proxy on B = 64 candidates, plus the reference unless its losses are cached
+    assert math.isclose(rows[0]["flops_scoring"], 64 * proxy.forward * (1 if cached else 2))
+    # an online reference trains alongside (b examples a step) and has no one-off cost
+    assert math.isclose(rows[0]["flops_proxy_train"], 32 * proxy.train * (2 if online else 1))
+    assert (rows[-1]["flops_reference"] == 0) == online
+    assert len(analysis.evaluations(rows)) == 8

@@ -38,12 +38,13 @@ def _init_model(name: str, shape: tuple[int, int, int], k: int, seed: int, devic
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: ImageSet, batch_size: int, device: torch.device, autocast: bool) -> float:
+def evaluate(model: torch.nn.Module, data: ImageSet, batch_size: int, device: torch.device, autocast: bool,
+             progress: bool = False) -> float:
     """Top-1 accuracy of `model` on `data`, in eval mode (its mode is restored)."""
     was = model.training
     model.eval()
     correct = 0
-    for i in range(0, len(data), batch_size):
+    for i in tqdm(range(0, len(data), batch_size), desc="evaluate", disable=not progress, leave=False):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             pred = model(data.x[i:i + batch_size].to(device)).argmax(1)
         correct += int((pred.cpu() == data.y[i:i + batch_size]).sum())
@@ -165,7 +166,7 @@ def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
             ema.update_parameters(learner)
         _sync(device)
         ledger.add("learner", flops=learner_cost.train * b + ema_flops, seconds=time.perf_counter() - t0)
-        if selector is not None:
+        if selector is not None and selector.proxy is not None:
             try:
                 row["loss_proxy"] = selector.train_proxy(x, y)
             except FloatingPointError as e:
@@ -184,7 +185,8 @@ def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
         row.update(ledger.row())
         if step % t.eval_every == 0 or step == t.steps:
             t0 = time.perf_counter()
-            accuracy = evaluate(ema.module if ema is not None else learner, splits.test, t.eval_batch_size, device, autocast)
+            accuracy = evaluate(ema.module if ema is not None else learner, splits.test, t.eval_batch_size, device, autocast,
+                                cfg.progress)
             ledger.add("eval", seconds=time.perf_counter() - t0)
             row["test_accuracy"] = accuracy
             bar.set_postfix(acc=f"{accuracy:.3f}")
