@@ -15,7 +15,7 @@ import time
 from learnability import config as C
 
 DEMO_OVERRIDES = [
-    "--data.label_noise=0.4", "--train.steps=1000", "--train.eval_every=100", "--data.test_size=5000",
+    "--data.label_noise=0.4", "--train.steps=1500", "--train.eval_every=100", "--data.test_size=5000",
 ]
 
 

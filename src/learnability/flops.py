@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from learnability.batch import Batch, apply, batch_len, call, leaves
+
 WALL_CATEGORIES = ("data", "learner", "scoring", "selection", "proxy_train", "reference", "eval")
 FLOP_CATEGORIES = ("learner", "scoring", "proxy_train", "reference")
 
@@ -37,15 +39,24 @@ def measure_cost(model: nn.Module, in_shape: tuple[int, ...], batch: int = 4) ->
     and draws its input from a private generator, so the global RNG is too; the count does not depend
     on the device the model trains on.
     """
-    m = copy.deepcopy(model).cpu().float()
     x = torch.randn(batch, *in_shape, generator=torch.Generator().manual_seed(0))  # leaves the global RNG alone
+    return measure_cost_on(model, x)
+
+
+def measure_cost_on(model: nn.Module, inputs: Batch) -> ModelCost:
+    """Per-example FLOPs of `model` on an example batch `inputs` (a tensor, or a tuple / dict of
+    tensors passed as `batch.call` does), measured on a CPU copy of the model."""
+    m = copy.deepcopy(model).cpu().float()
+    x = apply(inputs, lambda t: t.detach().cpu().float() if t.is_floating_point() else t.detach().cpu())
+    n = batch_len(x)
     m.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as fwd:
-        m(x)
+        call(m, x)
     m.train()
     with FlopCounterMode(display=False) as trn:
-        m(x).float().square().mean().backward()  # the loss's own FLOPs are negligible and not counted
-    return ModelCost(forward=fwd.get_total_flops() / batch, train=trn.get_total_flops() / batch)
+        out = call(m, x)
+        sum(t.float().square().mean() for t in leaves(out) if t.is_floating_point()).backward()  # loss FLOPs: not counted
+    return ModelCost(forward=fwd.get_total_flops() / n, train=trn.get_total_flops() / n)
 
 
 def conv_flops(c_in: int, c_out: int, k: int, h_out: int, w_out: int) -> float:

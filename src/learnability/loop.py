@@ -141,7 +141,7 @@ def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
                 ref_loss.backward()
                 ref_opt.step()
                 _sync(device)
-                ledger.add("proxy_train", flops=selector.cost("reference", shape).train * b, seconds=time.perf_counter() - t0)
+                ledger.add("proxy_train", flops=selector.cost("reference", x).train * b, seconds=time.perf_counter() - t0)
             sel = selector.select(x, y, ids)
             for kind, v in sel.losses.items():
                 row[f"loss_{kind}_candidates"] = float(v.mean())
@@ -194,15 +194,15 @@ def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
     metrics.close()
 
     per_step = step_flops(learner=learner_cost, b=b, big_b=big_b if selecting else 0,
-                          proxy=selector.cost("proxy", shape) if selector and selector.proxy is not None else None,
-                          reference=selector.cost("reference", shape) if selector and selector.reference is not None else None,
+                          proxy=selector.cost("proxy", pool.x[:2]) if selector and selector.proxy is not None else None,
+                          reference=selector.cost("reference", pool.x[:2]) if selector and selector.reference is not None else None,
                           reference_cached=selector is not None and selector.reference_losses is not None,
                           learner_scores=selector is not None and selector.learner is not None)
     per_step["learner"] += ema_flops
     summary = {
         "arm": s.score, "steps": t.steps, "batch_size": b, "super_batch": big_b, "final_accuracy": accuracy,
         "learner_flops_per_example": {"forward": learner_cost.forward, "train": learner_cost.train},
-        "proxy_flops_ratio": (learner_cost.forward / selector.cost("proxy", shape).forward)
+        "proxy_flops_ratio": (learner_cost.forward / selector.cost("proxy", pool.x[:2]).forward)
         if selector and selector.proxy is not None else None,
         "closed_form_step_flops": per_step, "ledger": ledger.state_dict(),
         "pool_size": len(pool), "pool_corrupted": float((pool.corruption != CLEAN).float().mean()),

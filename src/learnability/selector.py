@@ -1,8 +1,11 @@
 """`Selector`: the per-step work of active data selection, callable from any training loop.
 
     sel = selector.select(x, y, ids)        # score the super-batch [B], choose b
-    ... train the learner on x[sel.index] ...
-    selector.train_proxy(x[sel.index], y[sel.index])
+    ... train the learner on take(x, sel.index) ...
+    selector.train_proxy(take(x, sel.index), y[sel.index])
+
+Inputs `x` are a tensor `[B, ...]` or a tuple / dict of tensors sharing the first dimension (the
+model is called as `batch.call` does); targets `y` are whatever the per-example loss takes.
 
 It holds the online proxy and its optimizer, the frozen reference (or its per-id loss cache), its
 own `torch.Generator`, and a `Ledger` of FLOPs and seconds; it touches no global state.
@@ -16,7 +19,8 @@ import time
 import torch
 from torch import nn
 
-from learnability.flops import Ledger, ModelCost, measure_cost
+from learnability.batch import Batch, batch_len, call, leaves, rows
+from learnability.flops import Ledger, ModelCost, measure_cost_on
 from learnability.losses import LossFn, check_per_example, cross_entropy, score_losses
 from learnability.reference import ReferenceLosses
 from learnability.scores import compute_scores, get_score
@@ -74,30 +78,35 @@ class Selector:
         self.reference, self.reference_losses, self.learner = reference, reference_losses, learner
         self.generator = torch.Generator().manual_seed(seed)
         self.ledger = ledger if ledger is not None else Ledger()
-        self._costs: dict[tuple[str, tuple[int, ...]], ModelCost] = {}
+        self._costs: dict[tuple, ModelCost] = {}
 
-    def cost(self, which: str, in_shape: tuple[int, ...]) -> ModelCost:
-        """Per-example FLOPs of `which` (proxy / reference / learner), measured once per input shape."""
-        key = (which, tuple(in_shape))
+    def cost(self, which: str, example: Batch) -> ModelCost:
+        """Per-example FLOPs of `which` (proxy / reference / learner) on inputs shaped like
+        `example` (a batch), measured once per input shape."""
+        key = (which, tuple((tuple(t.shape[1:]), t.dtype) for t in leaves(example)))
         if key not in self._costs:
-            self._costs[key] = measure_cost(getattr(self, which), in_shape)
+            self._costs[key] = measure_cost_on(getattr(self, which), rows(example, 0, 2))
         return self._costs[key]
 
     def _model_losses(self, which: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         model = getattr(self, which)
         losses = score_losses(model, x, y, self.loss_fn, autocast=self.autocast)
-        self.ledger.add("scoring", flops=self.cost(which, tuple(x.shape[1:])).forward * x.shape[0])
+        self.ledger.add("scoring", flops=self.cost(which, x).forward * batch_len(x))
         return losses
 
-    def select(self, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor) -> Selection:
-        """Score the super-batch `x` `[B, ...]`, `y` `[B]`, `ids` `[B]` (int64) and choose b of it."""
-        n = x.shape[0]
-        if y.shape[0] != n or ids.shape[0] != n:
-            raise ValueError(f"super-batch parts disagree on size: x {n}, y {y.shape[0]}, ids {ids.shape[0]}")
+    def select(self, x: Batch, y: Batch | None, ids: torch.Tensor) -> Selection:
+        """Score the super-batch (inputs `x`, targets `y`, int64 `ids` `[B]`) and choose b of it."""
+        n = batch_len(x)
+        parts = {"x": n, "ids": ids.shape[0] if ids.dim() else None}
+        if y is not None:
+            parts["y"] = batch_len(y)
+        if len(set(parts.values())) > 1:
+            raise ValueError(f"super-batch parts disagree on size: {parts}")
+        device = leaves(x)[0].device
         if n < self.b:
             raise ValueError(f"the super-batch has {n} examples but {self.b} are to be selected; "
                              f"draw at least b / (1 - f) candidates")
-        _sync(x.device)
+        _sync(device)
         t0 = time.perf_counter()
         losses: dict[str, torch.Tensor] = {}
         for kind in self.score.needs:
@@ -105,32 +114,33 @@ class Selector:
                 losses[kind] = self.reference_losses.lookup(ids)
             else:
                 losses[kind] = self._model_losses("proxy" if kind == "online" else kind, x, y).cpu()
-        _sync(x.device)
+        _sync(device)
         t1 = time.perf_counter()
         scores = compute_scores(self.score.name, losses, n)
         index = self.sample(scores, self.b, temperature=self.temperature, generator=self.generator)
         t2 = time.perf_counter()
         self.ledger.add("scoring", seconds=t1 - t0)
         self.ledger.add("selection", seconds=t2 - t1)
-        return Selection(index.to(x.device), scores, losses)
+        return Selection(index.to(device), scores, losses)
 
-    def train_proxy(self, x: torch.Tensor, y: torch.Tensor) -> float:
+    def train_proxy(self, x: Batch, y: Batch | None) -> float:
         """One optimizer step of the online proxy on the selected batch; returns its mean loss."""
         if self.proxy is None or self.proxy_optimizer is None:
             return float("nan")
-        _sync(x.device)
+        device, n = leaves(x)[0].device, batch_len(x)
+        _sync(device)
         t0 = time.perf_counter()
         self.proxy.train()
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            out = self.proxy(x)
-        loss = check_per_example(self.loss_fn(out, y), x.shape[0]).mean()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            out = call(self.proxy, x)
+        loss = check_per_example(self.loss_fn(out, y), n).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"online proxy loss is {loss.item()}; lower selection.proxy_lr")
         self.proxy_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.proxy_optimizer.step()
-        _sync(x.device)
-        self.ledger.add("proxy_train", flops=self.cost("proxy", tuple(x.shape[1:])).train * x.shape[0],
+        _sync(device)
+        self.ledger.add("proxy_train", flops=self.cost("proxy", x).train * n,
                         seconds=time.perf_counter() - t0)
         return loss.item()
 
