@@ -73,7 +73,7 @@ def test_vit_attention_matmuls_are_counted() -> None:
     assert attention > 0
 
 
-def _sdpa_forward(self: models.Attention, x: torch.Tensor) -> torch.Tensor:
+def _sdpa_forward(self: models.Attention, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     n, t, d = x.shape
     q, k, v = self.qkv(x).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
     out = nn.functional.scaled_dot_product_attention(q, k, v)
