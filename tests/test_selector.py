@@ -71,12 +71,12 @@ def test_score_losses_chunks_and_restores_mode() -> None:
     model = build_model("cnn_tiny", SHAPE, K).train()
     x, y, _ = _batch()
     stats = copy.deepcopy({k: v for k, v in model.state_dict().items() if "running" in k or "batches" in k})
-    a = score_losses(model, x, y, chunk=5)
+    a = score_losses(model, (x, y), chunk=5)
     assert model.training
     for k, v in stats.items():
         assert torch.equal(model.state_dict()[k], v), k
     model.eval()
-    b = score_losses(model, x, y)
+    b = score_losses(model, (x, y))
     assert not model.training
     with torch.no_grad():
         direct = cross_entropy(model(x), y)
@@ -91,7 +91,7 @@ def test_select_returns_b_distinct_indices() -> None:
     sel = _selector()
     for seed in range(3):
         x, y, ids = _batch(seed=seed)
-        s = sel.select(x, y, ids)
+        s = sel.select_index((x, y), ids)
         assert s.index.shape == (SMALL_B,) and s.index.dtype == torch.int64
         assert len(set(s.index.tolist())) == SMALL_B
         assert all(0 <= i < BIG_B for i in s.index.tolist())
@@ -104,7 +104,7 @@ def test_select_returns_b_distinct_indices() -> None:
 def test_topk_selector_picks_highest_scores() -> None:
     sel = _selector(sampler="topk")
     x, y, ids = _batch()
-    s = sel.select(x, y, ids)
+    s = sel.select_index((x, y), ids)
     assert set(s.index.tolist()) == set(torch.topk(s.scores, SMALL_B).indices.tolist())
 
 
@@ -112,14 +112,14 @@ def test_train_proxy_changes_the_proxy() -> None:
     sel = _selector()
     x, y, ids = _batch()
     before = copy.deepcopy(sel.proxy.state_dict())
-    s = sel.select(x, y, ids)
+    s = sel.select_index((x, y), ids)
     for k, v in sel.proxy.state_dict().items():  # selecting alone does not train
         assert torch.equal(v, before[k]), k
-    loss = sel.train_proxy(x[s.index], y[s.index])
+    loss = sel.train_proxy((x[s.index], y[s.index]))
     assert loss == pytest.approx(float(s.losses["online"][s.index].mean()), rel=1e-5)
     changed = [k for k, v in sel.proxy.state_dict().items() if not torch.equal(v, before[k])]
     assert changed
-    assert not torch.equal(sel.select(x, y, ids).losses["online"], s.losses["online"])
+    assert not torch.equal(sel.select_index((x, y), ids).losses["online"], s.losses["online"])
 
 
 def test_scoring_leaves_batchnorm_statistics_and_mode_alone() -> None:
@@ -127,15 +127,15 @@ def test_scoring_leaves_batchnorm_statistics_and_mode_alone() -> None:
     sel.proxy.train()
     x, y, ids = _batch()
     before = copy.deepcopy(sel.proxy.state_dict())
-    sel.select(x, y, ids)
+    sel.select_index((x, y), ids)
     assert sel.proxy.training
     for k, v in sel.proxy.state_dict().items():
         assert torch.equal(v, before[k]), k
     sel.proxy.eval()
-    sel.select(x, y, ids)
+    sel.select_index((x, y), ids)
     assert not sel.proxy.training
     # training the proxy does update its BN statistics (so the check above can fail)
-    sel.train_proxy(x[:SMALL_B], y[:SMALL_B])
+    sel.train_proxy((x[:SMALL_B], y[:SMALL_B]))
     assert sel.proxy.training
     assert not torch.equal(sel.proxy.state_dict()["features.1.running_mean"], before["features.1.running_mean"])
 
@@ -144,27 +144,27 @@ def test_select_checks_its_inputs() -> None:
     sel = _selector()
     x, y, ids = _batch()
     with pytest.raises(ValueError, match="at least"):
-        sel.select(x[:SMALL_B - 1], y[:SMALL_B - 1], ids[:SMALL_B - 1])
+        sel.select_index((x[:SMALL_B - 1], y[:SMALL_B - 1]), ids[:SMALL_B - 1])
     with pytest.raises(ValueError, match="disagree"):
-        sel.select(x, y[:-1], ids)
+        sel.select_index((x, y[:-1]), ids)
     with pytest.raises(ValueError, match="disagree"):
-        sel.select(x, y, ids[:-1])
-    s = sel.select(x[:SMALL_B], y[:SMALL_B], ids[:SMALL_B])  # B == b: everything is selected
+        sel.select_index((x, y), ids[:-1])
+    s = sel.select_index((x[:SMALL_B], y[:SMALL_B]), ids[:SMALL_B])  # B == b: everything is selected
     assert sorted(s.index.tolist()) == list(range(SMALL_B))
     with pytest.raises(KeyError):
-        sel.select(x, y, ids + 10 ** 12)  # ids the reference cache does not hold
+        sel.select_index((x, y), ids + 10 ** 12)  # ids the reference cache does not hold
 
 
 def test_scalar_loss_function_is_refused() -> None:
-    def mean_loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(out, y)
+    def mean_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return nn.functional.cross_entropy(model(batch[0]), batch[1])
 
     sel = _selector(loss_fn=mean_loss)
     x, y, ids = _batch()
     with pytest.raises(ValueError, match="one loss per example"):
-        sel.select(x, y, ids)
+        sel.select_index((x, y), ids)
     with pytest.raises(ValueError, match="one loss per example"):
-        sel.train_proxy(x[:SMALL_B], y[:SMALL_B])
+        sel.train_proxy((x[:SMALL_B], y[:SMALL_B]))
 
 
 def test_constructor_checks() -> None:
@@ -187,8 +187,8 @@ def _run(sel: Selector, seeds: range) -> list[tuple[list[int], torch.Tensor]]:
     out = []
     for seed in seeds:
         x, y, ids = _batch(seed=seed)
-        s = sel.select(x, y, ids)
-        sel.train_proxy(x[s.index], y[s.index])
+        s = sel.select_index((x, y), ids)
+        sel.train_proxy((x[s.index], y[s.index]))
         out.append((s.index.tolist(), s.scores))
     return out
 
@@ -221,8 +221,8 @@ def test_seeded_selectors_agree_and_leave_global_rng_alone() -> None:
     sel = _selector(seed=3)
     x, y, ids = _batch()
     torch.manual_seed(5)
-    s = sel.select(x, y, ids)  # the first call also measures the proxy's FLOPs
-    sel.train_proxy(x[s.index], y[s.index])
+    s = sel.select_index((x, y), ids)  # the first call also measures the proxy's FLOPs
+    sel.train_proxy((x[s.index], y[s.index]))
     assert torch.equal(torch.rand(2), expected)
 
 
@@ -231,8 +231,8 @@ def test_seeded_selectors_agree_and_leave_global_rng_alone() -> None:
 def test_ledger_matches_step_flops_cached(proxy_name: str, cost: ModelCost) -> None:
     sel = _selector(proxy_name)
     x, y, ids = _batch()
-    s = sel.select(x, y, ids)
-    sel.train_proxy(x[s.index], y[s.index])
+    s = sel.select_index((x, y), ids)
+    sel.train_proxy((x[s.index], y[s.index]))
     want = step_flops(learner=ModelCost(0.0, 0.0), b=SMALL_B, big_b=BIG_B, proxy=cost, reference=cost,
                       reference_cached=True)
     assert sel.ledger.flops["scoring"] == want["scoring"] == cost.forward * BIG_B
@@ -247,8 +247,8 @@ def test_ledger_matches_step_flops_uncached_reference() -> None:
     reference = build_model("mlp_tiny", SHAPE, K)
     sel = Selector(score="learnability", batch_size=SMALL_B, proxy=proxy, proxy_optimizer=opt, reference=reference)
     x, y, ids = _batch()
-    s = sel.select(x, y, ids)
-    sel.train_proxy(x[s.index], y[s.index])
+    s = sel.select_index((x, y), ids)
+    sel.train_proxy((x[s.index], y[s.index]))
     cost = mlp_cost(SHAPE, (32,), K)
     want = step_flops(learner=ModelCost(0.0, 0.0), b=SMALL_B, big_b=BIG_B, proxy=cost, reference=cost,
                       reference_cached=False)
@@ -263,12 +263,12 @@ def test_rho_scores_with_the_learner() -> None:
     learner, reference = build_model("cnn_tiny", SHAPE, K), build_model("mlp_tiny", SHAPE, K)
     sel = Selector(score="rho", batch_size=SMALL_B, learner=learner, reference=reference, sampler="topk")
     x, y, ids = _batch()
-    s = sel.select(x, y, ids)
+    s = sel.select_index((x, y), ids)
     with torch.no_grad():
         learner.eval()
         expected = cross_entropy(learner(x), y) - cross_entropy(reference(x), y)
     torch.testing.assert_close(s.scores, expected)
-    assert math.isnan(sel.train_proxy(x[s.index], y[s.index]))  # no proxy to train
+    assert math.isnan(sel.train_proxy((x[s.index], y[s.index])))  # no proxy to train
     l_cost, r_cost = cnn_cost(SHAPE, 8, K), mlp_cost(SHAPE, (32,), K)
     want = step_flops(learner=l_cost, b=SMALL_B, big_b=BIG_B, reference=r_cost, reference_cached=False,
                       learner_scores=True)
@@ -279,7 +279,7 @@ def test_rho_scores_with_the_learner() -> None:
 def test_uniform_selector_needs_no_models() -> None:
     sel = Selector(score="uniform", batch_size=SMALL_B, seed=0)
     x, y, ids = _batch()
-    s = sel.select(x, y, ids)
+    s = sel.select_index((x, y), ids)
     assert len(set(s.index.tolist())) == SMALL_B
     assert torch.equal(s.scores, torch.zeros(BIG_B))
     assert sel.ledger.total_flops() == 0.0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -46,15 +46,22 @@ def measure_cost(model: nn.Module, in_shape: tuple[int, ...], batch: int = 4) ->
 def measure_cost_on(model: nn.Module, inputs: Batch) -> ModelCost:
     """Per-example FLOPs of `model` on an example batch `inputs` (a tensor, or a tuple / dict of
     tensors passed as `batch.call` does), measured on a CPU copy of the model."""
+    return measure_loss_cost(model, lambda m, x: call(m, x), inputs)
+
+
+def measure_loss_cost(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], object], batch: Batch) -> ModelCost:
+    """Per-example FLOPs of `loss_fn(model, batch)` (forward) and of its backward pass, on CPU
+    copies of the model and batch: the caller's model, its statistics and gradients are untouched.
+    Whatever the function returns (losses, logits, embeddings), the backward pass starts from it."""
     m = copy.deepcopy(model).cpu().float()
-    x = apply(inputs, lambda t: t.detach().cpu().float() if t.is_floating_point() else t.detach().cpu())
+    x = apply(batch, lambda t: t.detach().cpu().float() if t.is_floating_point() else t.detach().cpu())
     n = batch_len(x)
     m.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as fwd:
-        call(m, x)
+        loss_fn(m, x)
     m.train()
     with FlopCounterMode(display=False) as trn:
-        out = call(m, x)
+        out = loss_fn(m, x)
         sum(t.float().square().mean() for t in leaves(out) if t.is_floating_point()).backward()  # loss FLOPs: not counted
     return ModelCost(forward=fwd.get_total_flops() / n, train=trn.get_total_flops() / n)
 

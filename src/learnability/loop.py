@@ -141,8 +141,8 @@ def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
                 ref_loss.backward()
                 ref_opt.step()
                 _sync(device)
-                ledger.add("proxy_train", flops=selector.cost("reference", x).train * b, seconds=time.perf_counter() - t0)
-            sel = selector.select(x, y, ids)
+                ledger.add("proxy_train", flops=selector.cost("reference", (x, y)).train * b, seconds=time.perf_counter() - t0)
+            sel = selector.select_index((x, y), ids)
             for kind, v in sel.losses.items():
                 row[f"loss_{kind}_candidates"] = float(v.mean())
             pos, x, y = pos[sel.index.cpu()], x[sel.index], y[sel.index]
@@ -168,7 +168,7 @@ def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
         ledger.add("learner", flops=learner_cost.train * b + ema_flops, seconds=time.perf_counter() - t0)
         if selector is not None and selector.proxy is not None:
             try:
-                row["loss_proxy"] = selector.train_proxy(x, y)
+                row["loss_proxy"] = selector.train_proxy((x, y))
             except FloatingPointError as e:
                 metrics.close()
                 raise NonFiniteLossError(f"arm {s.score}, step {step}: {e}; the run's files are kept in {cfg.out}") from e
@@ -194,15 +194,15 @@ def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
     metrics.close()
 
     per_step = step_flops(learner=learner_cost, b=b, big_b=big_b if selecting else 0,
-                          proxy=selector.cost("proxy", pool.x[:2]) if selector and selector.proxy is not None else None,
-                          reference=selector.cost("reference", pool.x[:2]) if selector and selector.reference is not None else None,
+                          proxy=selector.cost("proxy", (pool.x[:2], pool.y[:2])) if selector and selector.proxy is not None else None,
+                          reference=selector.cost("reference", (pool.x[:2], pool.y[:2])) if selector and selector.reference is not None else None,
                           reference_cached=selector is not None and selector.reference_losses is not None,
                           learner_scores=selector is not None and selector.learner is not None)
     per_step["learner"] += ema_flops
     summary = {
         "arm": s.score, "steps": t.steps, "batch_size": b, "super_batch": big_b, "final_accuracy": accuracy,
         "learner_flops_per_example": {"forward": learner_cost.forward, "train": learner_cost.train},
-        "proxy_flops_ratio": (learner_cost.forward / selector.cost("proxy", pool.x[:2]).forward)
+        "proxy_flops_ratio": (learner_cost.forward / selector.cost("proxy", (pool.x[:2], pool.y[:2])).forward)
         if selector and selector.proxy is not None else None,
         "closed_form_step_flops": per_step, "ledger": ledger.state_dict(),
         "pool_size": len(pool), "pool_corrupted": float((pool.corruption != CLEAN).float().mean()),

@@ -7,9 +7,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from learnability.batch import Batch, batch_len, call, leaves, rows
+from learnability.batch import Batch, batch_len, leaves, rows
 
-LossFn = Callable[[Any, Any], torch.Tensor]  # (model output, targets) -> [N]
+PerExampleLoss = Callable[[nn.Module, Any], torch.Tensor]  # (model, batch) -> [N] losses
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -29,22 +29,27 @@ def check_per_example(loss: torch.Tensor, n: int, who: str = "loss function") ->
     return loss
 
 
+def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The default per-example loss: `batch = (x [N, ...], y [N])`, cross-entropy of `model(x)` `[N]`."""
+    x, y = batch
+    return cross_entropy(model(x), y)
+
+
 @torch.no_grad()
-def score_losses(model: nn.Module, x: Batch, y: torch.Tensor | None, loss_fn: LossFn = cross_entropy,
+def score_losses(model: nn.Module, batch: Batch, loss_fn: PerExampleLoss = classification_loss,
                  chunk: int = 4096, autocast: bool = False) -> torch.Tensor:
-    """Per-example losses `[N]` of `model` on inputs `x` (a tensor `[N, ...]`, or a tuple / dict of
-    them: `batch.call`), in eval mode and without autograd; the model's train/eval mode is restored
-    afterwards, so BatchNorm statistics are untouched."""
+    """Per-example losses `[N]` of `loss_fn(model, batch)` in eval mode and without autograd,
+    `chunk` examples at a time. The model's train/eval mode is restored afterwards, so BatchNorm
+    statistics and dropout are untouched by scoring."""
     was_training = model.training
     model.eval()
-    n = batch_len(x)
+    n = batch_len(batch)
     try:
         out = []
         for i in range(0, n, chunk):
-            with torch.autocast(leaves(x)[0].device.type, dtype=torch.bfloat16, enabled=autocast):
-                output = call(model, rows(x, i, i + chunk))
-            target = None if y is None else y[i:i + chunk]
-            out.append(check_per_example(loss_fn(output, target), min(chunk, n - i)).float())
+            with torch.autocast(leaves(batch)[0].device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = loss_fn(model, rows(batch, i, i + chunk))
+            out.append(check_per_example(loss, min(chunk, n - i)).float())
         return torch.cat(out)
     finally:
         model.train(was_training)

@@ -157,7 +157,7 @@ def load_or_build_cache(model: nn.Module, cost: ModelCost, ref_dir: str, pool: I
                 f"the reference-loss cache {path} was computed with other reference weights; delete it or use a new --reference.dir")
         return ReferenceLosses(saved["ids"], saved["losses"]), float(saved["seconds"])
     t0 = time.perf_counter()
-    losses = score_losses(model, pool.x.to(device), pool.y.to(device), cross_entropy).cpu()
+    losses = score_losses(model, (pool.x.to(device), pool.y.to(device))).cpu()
     seconds = time.perf_counter() - t0
     if not torch.isfinite(losses).all():
         raise FloatingPointError("the reference gives non-finite losses on the pool; retrain it with a lower reference.lr")

@@ -1,11 +1,13 @@
 """`Selector`: the per-step work of active data selection, callable from any training loop.
 
-    sel = selector.select(x, y, ids)        # score the super-batch [B], choose b
-    ... train the learner on take(x, sel.index) ...
-    selector.train_proxy(take(x, sel.index), y[sel.index])
+    for batch, ids in loader:                  # super-batches of B examples
+        batch = selector.select(batch, ids)    # the b most learnable, in the same structure
+        ... train the learner on batch ...
+        selector.train_proxy(batch)            # the online proxy follows the learner's curriculum
 
-Inputs `x` are a tensor `[B, ...]` or a tuple / dict of tensors sharing the first dimension (the
-model is called as `batch.call` does); targets `y` are whatever the per-example loss takes.
+A batch is a tensor, or a tuple / list / dict of tensors sharing their first dimension; the
+per-example loss `loss_fn(model, batch) -> [N]` says how a model scores it (default: `(x, y)` and
+cross-entropy), so any model that returns logits or embeddings works.
 
 It holds the online proxy and its optimizer, the frozen reference (or its per-id loss cache), its
 own `torch.Generator`, and a `Ledger` of FLOPs and seconds; it touches no global state.
@@ -19,9 +21,9 @@ import time
 import torch
 from torch import nn
 
-from learnability.batch import Batch, batch_len, call, leaves, rows
-from learnability.flops import Ledger, ModelCost, measure_cost_on
-from learnability.losses import LossFn, check_per_example, cross_entropy, score_losses
+from learnability.batch import Batch, batch_len, leaves, rows, take
+from learnability.flops import Ledger, ModelCost, measure_loss_cost
+from learnability.losses import PerExampleLoss, check_per_example, classification_loss, score_losses
 from learnability.reference import ReferenceLosses
 from learnability.scores import compute_scores, get_score
 from learnability.selection import get_sampler
@@ -51,7 +53,7 @@ class Selector:
         reference_losses: per-id cached reference losses (the reference is frozen).
         learner: the learner, for scores using its own loss (`rho`).
         sampler, temperature: a registered sampler and its temperature.
-        loss_fn: per-example loss `(output [N, ...], target [N]) -> [N]`.
+        loss_fn: per-example loss `(model, batch) -> [N]`; must not reduce over the batch.
         seed: seeds the selector's own generator.
         ledger: where FLOPs and seconds are added; a new one if None.
         autocast: bf16 autocast for scoring and proxy training (CUDA).
@@ -60,7 +62,7 @@ class Selector:
     def __init__(self, *, score: str, batch_size: int, proxy: nn.Module | None = None,
                  proxy_optimizer: torch.optim.Optimizer | None = None, reference: nn.Module | None = None,
                  reference_losses: ReferenceLosses | None = None, learner: nn.Module | None = None,
-                 sampler: str = "softmax", temperature: float = 1.0, loss_fn: LossFn = cross_entropy,
+                 sampler: str = "softmax", temperature: float = 1.0, loss_fn: PerExampleLoss = classification_loss,
                  seed: int = 0, ledger: Ledger | None = None, autocast: bool = False):
         self.score = get_score(score)
         self.sample = get_sampler(sampler)
@@ -79,30 +81,36 @@ class Selector:
         self.generator = torch.Generator().manual_seed(seed)
         self.ledger = ledger if ledger is not None else Ledger()
         self._costs: dict[tuple, ModelCost] = {}
+        self.last: Selection | None = None
 
     def cost(self, which: str, example: Batch) -> ModelCost:
-        """Per-example FLOPs of `which` (proxy / reference / learner) on inputs shaped like
-        `example` (a batch), measured once per input shape."""
+        """Per-example FLOPs of `loss_fn` with model `which` (proxy / reference / learner) on
+        batches shaped like `example`, measured once per shape."""
         key = (which, tuple((tuple(t.shape[1:]), t.dtype) for t in leaves(example)))
         if key not in self._costs:
-            self._costs[key] = measure_cost_on(getattr(self, which), rows(example, 0, 2))
+            self._costs[key] = measure_loss_cost(getattr(self, which), self.loss_fn, rows(example, 0, 2))
         return self._costs[key]
 
-    def _model_losses(self, which: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        model = getattr(self, which)
-        losses = score_losses(model, x, y, self.loss_fn, autocast=self.autocast)
-        self.ledger.add("scoring", flops=self.cost(which, x).forward * batch_len(x))
+    def _model_losses(self, which: str, batch: Batch) -> torch.Tensor:
+        losses = score_losses(getattr(self, which), batch, self.loss_fn, autocast=self.autocast)
+        self.ledger.add("scoring", flops=self.cost(which, batch).forward * batch_len(batch))
         return losses
 
-    def select(self, x: Batch, y: Batch | None, ids: torch.Tensor) -> Selection:
-        """Score the super-batch (inputs `x`, targets `y`, int64 `ids` `[B]`) and choose b of it."""
-        n = batch_len(x)
-        parts = {"x": n, "ids": ids.shape[0] if ids.dim() else None}
-        if y is not None:
-            parts["y"] = batch_len(y)
-        if len(set(parts.values())) > 1:
-            raise ValueError(f"super-batch parts disagree on size: {parts}")
-        device = leaves(x)[0].device
+    def select(self, batch: Batch, ids: torch.Tensor | None = None) -> Batch:
+        """The selected sub-batch of `batch` (B examples), b of them, in the same structure.
+        `ids` `[B]` (int64) are needed when reference losses come from the per-id cache. The
+        scores and losses behind the choice are kept in `self.last`."""
+        self.last = self.select_index(batch, ids)
+        return take(batch, self.last.index)
+
+    def select_index(self, batch: Batch, ids: torch.Tensor | None = None) -> Selection:
+        """Score the super-batch and choose b of it; returns positions, scores and losses."""
+        n = batch_len(batch)
+        if ids is not None and (ids.dim() != 1 or ids.shape[0] != n):
+            raise ValueError(f"ids disagree with the super-batch: they must have shape [{n}]; got {tuple(ids.shape)}")
+        if ids is not None and ids.is_floating_point():
+            raise ValueError("ids must be integers (int64); floats lose precision beyond 2**24")
+        device = leaves(batch)[0].device
         if n < self.b:
             raise ValueError(f"the super-batch has {n} examples but {self.b} are to be selected; "
                              f"draw at least b / (1 - f) candidates")
@@ -111,9 +119,11 @@ class Selector:
         losses: dict[str, torch.Tensor] = {}
         for kind in self.score.needs:
             if kind == "reference" and self.reference_losses is not None:
+                if ids is None:
+                    raise ValueError("reference losses come from the per-id cache: pass the super-batch's ids")
                 losses[kind] = self.reference_losses.lookup(ids)
             else:
-                losses[kind] = self._model_losses("proxy" if kind == "online" else kind, x, y).cpu()
+                losses[kind] = self._model_losses("proxy" if kind == "online" else kind, batch).cpu()
         _sync(device)
         t1 = time.perf_counter()
         scores = compute_scores(self.score.name, losses, n)
@@ -123,24 +133,24 @@ class Selector:
         self.ledger.add("selection", seconds=t2 - t1)
         return Selection(index.to(device), scores, losses)
 
-    def train_proxy(self, x: Batch, y: Batch | None) -> float:
-        """One optimizer step of the online proxy on the selected batch; returns its mean loss."""
+    def train_proxy(self, batch: Batch) -> float:
+        """One optimizer step of the online proxy on the selected batch; returns its mean loss
+        (NaN when the score uses no online proxy)."""
         if self.proxy is None or self.proxy_optimizer is None:
             return float("nan")
-        device, n = leaves(x)[0].device, batch_len(x)
+        device, n = leaves(batch)[0].device, batch_len(batch)
         _sync(device)
         t0 = time.perf_counter()
         self.proxy.train()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            out = call(self.proxy, x)
-        loss = check_per_example(self.loss_fn(out, y), n).mean()
+            loss = check_per_example(self.loss_fn(self.proxy, batch), n).float().mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"online proxy loss is {loss.item()}; lower selection.proxy_lr")
         self.proxy_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.proxy_optimizer.step()
         _sync(device)
-        self.ledger.add("proxy_train", flops=self.cost("proxy", x).train * n,
+        self.ledger.add("proxy_train", flops=self.cost("proxy", batch).train * n,
                         seconds=time.perf_counter() - t0)
         return loss.item()
 
