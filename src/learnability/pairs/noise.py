@@ -50,7 +50,8 @@ def corrupt_pairs(pairs: PairSet, *, swapped: float = 0.0, uninformative: float 
       or the attributes would match its own;
     - uninformative: junk alt-text from `UNINFORMATIVE_TEXTS` ("image", "photo.jpg", ...);
     - wrong_attribute: its own caption with exactly one attribute wrong (synthetic pairs only).
-    Images, ids, labels and true captions are kept; `corruption` records the kind per example.
+    Images (shared, not copied), ids, labels and true captions are kept; `corruption` records the
+    kind per example.
     """
     for name, v in (("swapped", swapped), ("uninformative", uninformative), ("wrong_attribute", wrong_attribute)):
         if not 0.0 <= v < 1.0:

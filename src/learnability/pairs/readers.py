@@ -123,7 +123,9 @@ class ShardPairs(_Reader):
     time, shards in the order given. `shards`: a pattern ("shards/{000..009}.tar", globs), a list
     of paths or patterns, or open binary streams. The id of a sample is
     `shard_index * 2**32 + position`, shard_index its shard's place in the expanded list and
-    position the sample's place within the shard (bad samples count), as int64."""
+    position the sample's place within the shard (bad samples count), as int64. A shard cut off
+    inside a member raises (or counts as one bad row); one cut exactly inside a tar header ends
+    early without an error, as `tarfile` cannot tell it from the end of the archive."""
 
     def __init__(self, shards: str | list[str | BinaryIO], *, image_size: int = 40, skip_bad: bool = False):
         super().__init__(image_size, skip_bad)
