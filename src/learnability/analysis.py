@@ -54,7 +54,7 @@ def savings(uniform_rows: Sequence[dict], arm_rows: Sequence[dict], amortise: in
     target = final_accuracy(uniform_rows)
     base, hit = reach_row(uniform_rows, target), reach_row(arm_rows, target)
     out = {"target": target, "final_accuracy": final_accuracy(arm_rows),
-           "corrupted_selected": statistics.fmean(r["corrupted_selected"] for r in arm_rows),
+           "corrupted_selected": corrupted_selected(arm_rows),
            "reached_at_step": hit["step"] if hit else None, "uniform_reached_at_step": base["step"],
            "updates_saved": None, "compute_saved": None, "compute_saved_amortised": None, "wallclock_saved": None}
     if hit is None:
@@ -68,6 +68,12 @@ def savings(uniform_rows: Sequence[dict], arm_rows: Sequence[dict], amortise: in
         "wallclock_saved": _saved(hit["seconds_total"], base["seconds_total"]),
     })
     return out
+
+
+def corrupted_selected(rows: Sequence[dict]) -> float | None:
+    """Mean fraction of corrupted examples in the selected batches; None when the run did not log it."""
+    vals = [r["corrupted_selected"] for r in rows if r.get("corrupted_selected") is not None]
+    return statistics.fmean(vals) if vals else None
 
 
 def step_time_shares(rows: Sequence[dict]) -> dict[str, float]:

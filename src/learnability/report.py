@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 from learnability import analysis
 from learnability.io import atomic_write_text, read_jsonl
@@ -49,7 +49,7 @@ def table(runs: list[dict], amortise: int = 10) -> list[dict]:
             row = analysis.savings(base["rows"], run["rows"], amortise)
         else:
             row = {"final_accuracy": analysis.final_accuracy(run["rows"]),
-                   "corrupted_selected": sum(r["corrupted_selected"] for r in run["rows"]) / len(run["rows"])}
+                   "corrupted_selected": analysis.corrupted_selected(run["rows"])}
         last = run["rows"][-1]
         row.update({"arm": run["arm"], "steps": last["step"], "flops_total": last["flops_total"],
                     "seconds_total": last["seconds_total"],
@@ -63,6 +63,10 @@ def _pct(v: float | None) -> str:
     return "not reached" if v is None else f"{100 * v:+.1f}%"
 
 
+def _share(v: float | None, digits: int = 1) -> str:
+    return "n/a" if v is None else f"{100 * v:.{digits}f}%"
+
+
 def markdown_table(rows: list[dict]) -> str:
     head = ("| arm | updates saved | compute saved | compute saved (amortised) | wall-clock saved | "
             "final accuracy | corrupted selected | selection share of step time |\n"
@@ -70,7 +74,7 @@ def markdown_table(rows: list[dict]) -> str:
     body = "".join(
         f"| {r['arm']} | {_pct(r.get('updates_saved'))} | {_pct(r.get('compute_saved'))} | "
         f"{_pct(r.get('compute_saved_amortised'))} | {_pct(r.get('wallclock_saved'))} | "
-        f"{r['final_accuracy']:.4f} | {100 * r['corrupted_selected']:.1f}% | {100 * r['selection_time_share']:.2f}% |\n"
+        f"{r['final_accuracy']:.4f} | {_share(r['corrupted_selected'])} | {_share(r['selection_time_share'], 2)} |\n"
         for r in rows)
     return head + body
 
@@ -118,12 +122,16 @@ def build_report(paths: Sequence[str], out_dir: str | None = None, amortise: int
     rows = table(runs, amortise)
     plots = plot(runs, out_dir)
     cfg = runs[0]["config"]
+
+    def c(section: str, key: str) -> Any:
+        return cfg.get(section, {}).get(key, "n/a")
+
     lines = [
         "# learnability report", "",
         f"Runs: {', '.join(r['path'] for r in runs)}", "",
-        f"Data: {cfg['data']['source']}, label noise {cfg['data']['label_noise']}, learner {cfg['model']['learner']}, "
-        f"proxy {cfg['model']['proxy']}, b = {cfg['train']['batch_size']}, filter ratio {cfg['selection']['filter_ratio']}, "
-        f"sampler {cfg['selection']['sampler']} (temperature {cfg['selection']['temperature']}).", "",
+        f"Data: {c('data', 'source')}, label noise {c('data', 'label_noise')}, learner {c('model', 'learner')}, "
+        f"proxy {c('model', 'proxy')}, b = {c('train', 'batch_size')}, filter ratio {c('selection', 'filter_ratio')}, "
+        f"sampler {c('selection', 'sampler')} (temperature {c('selection', 'temperature')}).", "",
         "Target: uniform's final accuracy (mean of its last three evaluations); an arm reaches it at the first "
         "evaluation whose mean over the last three is at or above it. Savings are against uniform at that point; "
         f"compute counts reference training and caching in full (amortised: over {amortise} runs).", "",

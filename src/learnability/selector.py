@@ -86,10 +86,7 @@ class Selector:
     def cost(self, which: str, example: Batch) -> ModelCost:
         """Per-example FLOPs of `loss_fn` with model `which` (proxy / reference / learner) on
         batches shaped like `example`, measured once per shape."""
-        key = (which, tuple((tuple(t.shape[1:]), t.dtype) for t in leaves(example)))
-        if key not in self._costs:
-            self._costs[key] = measure_loss_cost(getattr(self, which), self.loss_fn, rows(example, 0, 2))
-        return self._costs[key]
+        return self.cost_of(getattr(self, which), which, example)
 
     def _model_losses(self, which: str, batch: Batch) -> torch.Tensor:
         losses = score_losses(getattr(self, which), batch, self.loss_fn, autocast=self.autocast)
@@ -153,6 +150,30 @@ class Selector:
         self.ledger.add("proxy_train", flops=self.cost("proxy", batch).train * n,
                         seconds=time.perf_counter() - t0)
         return loss.item()
+
+    def charge_learner(self, learner: nn.Module, batch: Batch, seconds: float = 0.0) -> None:
+        """Add one learner training step on `batch` to the ledger: its forward+backward FLOPs
+        (measured once per shape, with `loss_fn`) and, if given, the seconds it took."""
+        self.ledger.add("learner", flops=self.cost_of(learner, "learner", batch).train * batch_len(batch), seconds=seconds)
+
+    def charge_reference(self, flops: float, seconds: float = 0.0) -> None:
+        """Add one-off reference costs (its training, a caching pass) to the ledger."""
+        self.ledger.add("reference", flops=flops, seconds=seconds)
+
+    def cost_of(self, model: nn.Module, name: str, example: Batch) -> ModelCost:
+        key = (name, id(model), tuple((tuple(t.shape[1:]), t.dtype) for t in leaves(example)))
+        if key not in self._costs:
+            self._costs[key] = measure_loss_cost(model, self.loss_fn, rows(example, 0, 2))
+        return self._costs[key]
+
+    @property
+    def flops(self) -> dict[str, float]:
+        """Cumulative FLOPs by category (learner, scoring, proxy_train, reference)."""
+        return dict(self.ledger.flops)
+
+    def summary(self) -> dict[str, float]:
+        """Cumulative FLOPs and seconds by category, with totals (the same keys as metrics rows)."""
+        return self.ledger.row()
 
     def state_dict(self) -> dict:
         state = {"generator": self.generator.get_state(), "ledger": self.ledger.state_dict()}
