@@ -43,7 +43,12 @@ def cmd_run(args: list[str]) -> int:
     out, rest = _split_out(args)
     cfg = C.apply_overrides(C.RunConfig(), rest)
     cfg = dataclasses.replace(cfg, out=_out(out, "run"))
-    summary = run(cfg)
+    if cfg.task == "clip":
+        from learnability.clip_loop import run_clip
+
+        summary = run_clip(cfg)
+    else:
+        summary = run(cfg)
     print(f"{summary['arm']}: final test accuracy {summary['final_accuracy']:.4f} after {summary['steps']} steps; "
           f"files in {cfg.out}")
     return 0
@@ -60,7 +65,7 @@ def cmd_compare(args: list[str], defaults: list[str] | None = None) -> int:
     from learnability.compare import compare
 
     out, rest = _split_out(args)
-    arms = ["uniform", "learnability"]
+    arms: list[str] = []
     overrides = list(defaults or [])
     for a in rest:
         if a.startswith("--arms="):
@@ -68,6 +73,7 @@ def cmd_compare(args: list[str], defaults: list[str] | None = None) -> int:
         else:
             overrides.append(a)
     cfg = C.apply_overrides(C.RunConfig(), overrides)
+    arms = arms or (["uniform", "activeclip", "jest"] if cfg.task == "clip" else ["uniform", "learnability"])
     out = _out(out, "compare")
     path, rows = compare(cfg, arms, out)
     _print_table(path, rows)
@@ -97,7 +103,8 @@ COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "demo"
 USAGE = """usage: learnability {run,compare,report,demo} [--section.field=value ...]
 
   run       train one arm (--selection.score=learnability|hard_learner|easy_reference|rho|uniform)
-  compare   arms side by side on the same data and seeds (--arms=uniform,learnability,...) + report
+  compare   arms side by side on the same data and seeds (--arms=uniform,learnability,...) + report;
+            --task=clip: image-text pairs, arms uniform,activeclip,jest
   report    RUN_DIR... -> report.md and PNG plots, from the run files alone
   demo      the compare on Fashion-MNIST at 40% label noise, small settings
 

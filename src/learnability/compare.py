@@ -8,29 +8,47 @@ import os
 from typing import Sequence
 
 from learnability import config as C
-from learnability.data import build_data
 from learnability.io import atomic_write_text
-from learnability.loop import run
 from learnability.report import build_report
 from learnability.scores import list_scores
 
+# Arm names beyond the score names: image-text selection, independent (ActiveCLIP) or joint (JEST).
+ALIASES = {"activeclip": {"score": "learnability"}, "jest": {"score": "learnability", "sampler": "jest"}}
+
+
+def arm_config(cfg: C.RunConfig, arm: str, out: str) -> C.RunConfig:
+    """The run config of one arm: a score name (`uniform` = no selection) or an alias."""
+    if arm not in list_scores() and arm not in ALIASES:
+        raise C.ConfigError(f"--arms: unknown arm {arm!r}; choose from {', '.join(list_scores() + list(ALIASES))}")
+    selection = dataclasses.replace(cfg.selection, **ALIASES.get(arm, {"score": arm}))
+    return dataclasses.replace(cfg, selection=selection, name=arm, out=os.path.join(out, arm))
+
 
 def compare(cfg: C.RunConfig, arms: Sequence[str], out: str, amortise: int = 10) -> tuple[str, list[dict]]:
-    """Train each arm (a score name; `uniform` = no selection) into `out/<arm>` on the same data,
-    sharing one reference in `out/reference`; then write the report into `out`."""
+    """Train each arm into `out/<arm>` on the same data, sharing one reference in `out/reference`;
+    then write the report into `out`."""
     arms = list(dict.fromkeys(arms))
-    bad = [a for a in arms if a not in list_scores()]
-    if bad or not arms:
-        raise C.ConfigError(f"--arms: unknown arm(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(list_scores())}")
-    for arm in arms:  # validate every arm's config before any training starts
-        C.validate(dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, score=arm)))
+    if not arms:
+        raise C.ConfigError("--arms: no arm given")
+    cfg = dataclasses.replace(cfg, reference=dataclasses.replace(cfg.reference, dir=cfg.reference.dir or os.path.join(out, "reference")))
+    configs = [arm_config(cfg, a, out) for a in arms]
+    for c in configs:  # validate every arm before any training starts
+        C.validate(c)
     os.makedirs(out, exist_ok=True)
-    reference = dataclasses.replace(cfg.reference, dir=cfg.reference.dir or os.path.join(out, "reference"))
     atomic_write_text(os.path.join(out, "compare.json"),
                       json.dumps({"arms": arms, "config": C.to_dict(cfg)}, indent=2) + "\n")
-    splits = build_data(cfg.data)
-    for arm in arms:
-        arm_cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, score=arm),
-                                      reference=reference, out=os.path.join(out, arm))
-        run(arm_cfg, splits)
-    return build_report([os.path.join(out, a) for a in arms], out, amortise)
+    if cfg.task == "clip":
+        from learnability.clip_loop import run_clip
+        from learnability.pairs.build import build_pairs
+
+        data = build_pairs(cfg)
+        for c in configs:
+            run_clip(c, data)
+    else:
+        from learnability.data import build_data
+        from learnability.loop import run
+
+        splits = build_data(cfg.data)
+        for c in configs:
+            run(c, splits)
+    return build_report([c.out for c in configs], out, amortise)

@@ -77,12 +77,37 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PairsConfig:
+    """Image-text (task=clip) settings; sizes and seeds come from `data`."""
+    source: str = "synthetic"      # synthetic (compositional Fashion-MNIST) | jsonl | shards
+    path: str = ""                 # jsonl file or shard pattern ("shards/{000..009}.tar") of the pool
+    reference_path: str = ""       # jsonl / shards: the clean curated pairs for the reference
+    test_path: str = ""            # jsonl / shards: clean held-out pairs for retrieval
+    image_size: int = 40           # user pairs are resized to this; synthetic canvas size
+    skip_bad: bool = False         # skip and count bad rows instead of failing
+    two_objects: float = 0.0       # synthetic: fraction of images with two garments
+    swapped: float = 0.3           # pool captions swapped with another example's
+    uninformative: float = 0.0     # pool captions replaced by junk alt-text
+    wrong_attribute: float = 0.0   # pool captions with one attribute wrong
+    max_len: int = 32              # tokens per caption
+    learner: str = "dual_cnn_small"
+    proxy: str = "dual_mlp_tiny"   # online proxy; the reference shares it
+    loss: str = "siglip"           # training loss: siglip | clip
+    actor_loss: str = "dot"        # per-example scoring loss: dot (cacheable) | contrastive (within the super-batch)
+    n_chunks: int = 16             # JEST: the batch is drawn in this many chunks
+    retrieval_size: int = 1000     # clean held-out pairs for retrieval Recall@1/5
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     selection: SelectionConfig = SelectionConfig()
     reference: ReferenceConfig = ReferenceConfig()
     train: TrainConfig = TrainConfig()
+    pairs: PairsConfig = PairsConfig()
+    task: str = "classify"         # classify | clip
+    name: str = ""                 # the arm's name in reports ("" = the score)
     out: str = "runs/run"
     progress: bool = True
 
@@ -227,6 +252,27 @@ def validate(cfg: RunConfig) -> None:
         (r.epochs >= 1 and r.batch_size >= 1, "reference.epochs/batch_size", "must be >= 1"),
         (d.reference_size >= 0 and d.pool_size >= 0 and d.test_size >= 0, "data sizes", "must not be negative"),
     ]
+    if cfg.task == "clip":
+        from learnability.dual import list_dual_models
+        from learnability.joint import list_joint_samplers
+
+        p = cfg.pairs
+        checks += [
+            (p.source in ("synthetic", "jsonl", "shards"), "pairs.source", "must be synthetic, jsonl or shards"),
+            (p.learner in list_dual_models(), "pairs.learner", f"must be one of {', '.join(list_dual_models())}"),
+            (p.proxy in list_dual_models(), "pairs.proxy", f"must be one of {', '.join(list_dual_models())}"),
+            (p.loss in ("siglip", "clip"), "pairs.loss", "must be siglip or clip"),
+            (p.actor_loss in ("dot", "contrastive"), "pairs.actor_loss", "must be dot or contrastive"),
+            (p.n_chunks >= 1, "pairs.n_chunks", "must be >= 1"),
+            (p.max_len >= 3, "pairs.max_len", "must be >= 3"),
+            (s.sampler not in list_joint_samplers() or t.batch_size % p.n_chunks == 0, "pairs.n_chunks",
+             f"must divide train.batch_size={t.batch_size} for joint selection (JEST draws equal chunks)"),
+        ]
+        checks = [c for c in checks if c[1] not in ("selection.sampler",)]
+        checks.append((s.sampler in list_samplers() + list_joint_samplers(), "selection.sampler",
+                       f"must be one of {', '.join(list_samplers() + list_joint_samplers())}"))
+    elif cfg.task != "classify":
+        raise ConfigError(f"task must be classify or clip; got {cfg.task!r}")
     for ok, key, why in checks:
         if not ok:
             raise ConfigError(f"{key} {why}")

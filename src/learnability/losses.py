@@ -53,3 +53,22 @@ def score_losses(model: nn.Module, batch: Batch, loss_fn: PerExampleLoss = class
         return torch.cat(out)
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def pair_losses(model: nn.Module, batch: Batch, pair_loss_fn: Callable[[nn.Module, Batch], torch.Tensor],
+                autocast: bool = False) -> torch.Tensor:
+    """Pairwise losses `[B, B]` of `pair_loss_fn(model, batch)` over the whole super-batch, in eval
+    mode without autograd (mode restored), for joint selection."""
+    was_training = model.training
+    model.eval()
+    n = batch_len(batch)
+    try:
+        with torch.autocast(leaves(batch)[0].device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = pair_loss_fn(model, batch)
+        if not isinstance(out, torch.Tensor) or out.shape != (n, n):
+            raise ValueError(f"the pairwise loss function must return a [{n}, {n}] tensor; got "
+                             f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+        return out.float()
+    finally:
+        model.train(was_training)

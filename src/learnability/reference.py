@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import time
+from typing import Callable
 
 import torch
 from torch import nn
@@ -21,7 +22,8 @@ from tqdm.auto import tqdm
 from learnability.data.imageset import ImageSet
 from learnability.flops import ModelCost
 from learnability.io import atomic_torch_save, atomic_write_text
-from learnability.losses import cross_entropy, score_losses
+from learnability.batch import Batch, apply
+from learnability.losses import PerExampleLoss, classification_loss, cross_entropy, score_losses
 
 
 class CacheMismatchError(ValueError):
@@ -98,16 +100,33 @@ class Reference:
 def prepare_reference(model: nn.Module, cost: ModelCost, *, ref_dir: str, train_set: ImageSet, pool: ImageSet,
                       epochs: int, batch_size: int, lr: float, seed: int, cache: bool, device: torch.device,
                       progress: bool = True) -> Reference:
-    """Load the reference from `ref_dir` if it was trained on exactly this set with these settings,
-    else train it and save it there; then load or build the per-id loss cache of `pool`."""
-    meta_path, model_path = os.path.join(ref_dir, "meta.json"), os.path.join(ref_dir, "model.pt")
+    """Classification: load the reference from `ref_dir` if it was trained on exactly this set with
+    these settings, else train it and save it there; then load or build the per-id loss cache of `pool`."""
     want = {"train_fingerprint": train_set.fingerprint(), "epochs": epochs, "batch_size": batch_size, "lr": lr,
             "seed": seed, "architecture": type(model).__name__, "input_shape": list(train_set.shape),
             "num_classes": train_set.num_classes}
+
+    def train(m: nn.Module) -> int:
+        return train_model(m, train_set, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                           progress=progress, desc="reference")
+
+    return load_or_train_reference(
+        model, cost, ref_dir=ref_dir, trained_with=want, train=train, device=device,
+        cache_batch=(pool.x, pool.y) if cache else None, cache_ids=pool.ids, cache_fingerprint=pool.fingerprint())
+
+
+def load_or_train_reference(model: nn.Module, cost: ModelCost, *, ref_dir: str, trained_with: dict,
+                            train: Callable[[nn.Module], int], device: torch.device, cache_batch: Batch | None = None,
+                            cache_ids: torch.Tensor | None = None, cache_fingerprint: str = "",
+                            loss_fn: PerExampleLoss = classification_loss) -> Reference:
+    """Any task: the reference in `ref_dir` if `meta.json` says it was trained as `trained_with`
+    (refused with the differing keys otherwise), else `train(model)` (returns examples seen) and
+    save. With `cache_batch`, per-id losses `loss_fn(model, batch)` of the pool are cached too."""
+    meta_path, model_path = os.path.join(ref_dir, "meta.json"), os.path.join(ref_dir, "model.pt")
     if os.path.exists(meta_path):
         with open(meta_path) as f:
             meta = json.load(f)
-        diff = [k for k, v in want.items() if meta.get("trained_with", {}).get(k) != v]
+        diff = [k for k, v in trained_with.items() if meta.get("trained_with", {}).get(k) != v]
         if diff:
             raise CacheMismatchError(
                 f"the reference saved in {ref_dir} was trained differently ({', '.join(diff)} differ from this run); "
@@ -121,28 +140,28 @@ def prepare_reference(model: nn.Module, cost: ModelCost, *, ref_dir: str, train_
         model.eval()
     else:
         t0 = time.perf_counter()
-        seen = train_model(model, train_set, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                           progress=progress, desc="reference")
-        meta = {"trained_with": want, "examples_seen": seen, "train_flops": seen * cost.train,
+        seen = train(model)
+        model.eval()
+        meta = {"trained_with": trained_with, "examples_seen": seen, "train_flops": seen * cost.train,
                 "train_seconds": time.perf_counter() - t0, "weights_fingerprint": weights_fingerprint(model)}
         atomic_torch_save(model.state_dict(), model_path)
         atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
     flops, seconds = meta["train_flops"], meta["train_seconds"]
     losses = None
-    if cache:
-        losses, cache_seconds = load_or_build_cache(model, cost, ref_dir, pool, meta["weights_fingerprint"], device)
-        flops += len(pool) * cost.forward
+    if cache_batch is not None:
+        losses, cache_seconds = load_or_build_cache(model, ref_dir, cache_batch, cache_ids, cache_fingerprint,
+                                                    meta["weights_fingerprint"], device, loss_fn)
+        flops += len(cache_ids) * cost.forward
         seconds += cache_seconds
     return Reference(model, flops, seconds, losses)
 
 
-def load_or_build_cache(model: nn.Module, cost: ModelCost, ref_dir: str, pool: ImageSet, weights_fp: str,
-                        device: torch.device) -> tuple[ReferenceLosses, float]:
-    """Per-id losses of `pool` under the reference, from `ref_dir/losses.pt` when its fingerprints
-    match the pool and the weights (refused otherwise), else computed once and saved atomically.
-    Returns the losses and the seconds the caching pass took (the recorded time when loaded)."""
+def load_or_build_cache(model: nn.Module, ref_dir: str, batch: Batch, ids: torch.Tensor, data_fp: str, weights_fp: str,
+                        device: torch.device, loss_fn: PerExampleLoss = classification_loss) -> tuple[ReferenceLosses, float]:
+    """Per-id losses of the pool `batch` under the reference, from `ref_dir/losses.pt` when its
+    fingerprints match the pool and the weights (refused otherwise), else computed once and saved
+    atomically. Returns the losses and the seconds the caching pass took (the recorded time when loaded)."""
     path = os.path.join(ref_dir, "losses.pt")
-    data_fp = pool.fingerprint()
     if os.path.exists(path):
         try:
             saved = torch.load(path, weights_only=True)
@@ -157,11 +176,11 @@ def load_or_build_cache(model: nn.Module, cost: ModelCost, ref_dir: str, pool: I
                 f"the reference-loss cache {path} was computed with other reference weights; delete it or use a new --reference.dir")
         return ReferenceLosses(saved["ids"], saved["losses"]), float(saved["seconds"])
     t0 = time.perf_counter()
-    losses = score_losses(model, (pool.x.to(device), pool.y.to(device))).cpu()
+    losses = score_losses(model, apply(batch, lambda t: t.to(device)), loss_fn).cpu()
     seconds = time.perf_counter() - t0
     if not torch.isfinite(losses).all():
         raise FloatingPointError("the reference gives non-finite losses on the pool; retrain it with a lower reference.lr")
-    cache = ReferenceLosses.from_unsorted(pool.ids, losses)
+    cache = ReferenceLosses.from_unsorted(ids, losses)
     atomic_torch_save({"ids": cache.ids, "losses": cache.losses, "data_fingerprint": data_fp,
                        "weights_fingerprint": weights_fp, "seconds": seconds}, path)
     return cache, seconds

@@ -37,7 +37,7 @@ def load_run(path: str) -> dict:
     rows = read_jsonl(os.path.join(path, "metrics.jsonl"))
     if not rows:
         raise ValueError(f"{path}/metrics.jsonl holds no rows")
-    return {"path": path, "arm": cfg["selection"]["score"], "config": cfg, "rows": rows}
+    return {"path": path, "arm": cfg.get("name") or cfg["selection"]["score"], "config": cfg, "rows": rows}
 
 
 def table(runs: list[dict], amortise: int = 10) -> list[dict]:

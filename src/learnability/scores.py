@@ -48,16 +48,18 @@ def get_score(name: str) -> Score:
 
 
 def compute_scores(name: str, losses: Mapping[str, torch.Tensor], n: int) -> torch.Tensor:
-    """Scores `[n]` of score `name` from per-example `losses` (each `[n]`). Raises ValueError when a
-    needed loss is missing, mis-shaped, or not finite (a NaN loss cannot be ranked)."""
+    """Scores `[n]` of score `name` from per-example `losses` (each `[n]`), or a `[n, n]` score
+    matrix from pairwise losses (scores are elementwise). Raises ValueError when a needed loss is
+    missing, mis-shaped, or not finite (a NaN loss cannot be ranked)."""
     score = get_score(name)
     args = {}
     for kind in score.needs:
         if kind not in losses:
             raise ValueError(f"score {name!r} needs the {kind} loss")
         t = losses[kind]
-        if t.shape != (n,):
-            raise ValueError(f"{kind} loss must have one value per example, shape [{n}]; got {tuple(t.shape)}")
+        if t.shape not in ((n,), (n, n)):
+            raise ValueError(f"{kind} loss must have one value per example, shape [{n}] (or per pair, [{n}, {n}], "
+                             f"for joint selection); got {tuple(t.shape)}")
         if not torch.isfinite(t).all():
             bad = int((~torch.isfinite(t)).sum())
             raise ValueError(f"{kind} loss has {bad} non-finite value(s) (NaN or inf); cannot score them")

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Callable
 
 import torch
 from torch import nn
 
 from learnability.batch import Batch, batch_len, leaves, rows, take
 from learnability.flops import Ledger, ModelCost, measure_loss_cost
-from learnability.losses import PerExampleLoss, check_per_example, classification_loss, score_losses
+from learnability.losses import PerExampleLoss, check_per_example, classification_loss, pair_losses, score_losses
 from learnability.reference import ReferenceLosses
 from learnability.scores import compute_scores, get_score
+from learnability.joint import get_joint_sampler, list_joint_samplers
 from learnability.selection import get_sampler
 
 
@@ -57,15 +59,30 @@ class Selector:
         seed: seeds the selector's own generator.
         ledger: where FLOPs and seconds are added; a new one if None.
         autocast: bf16 autocast for scoring and proxy training (CUDA).
+        train_loss_fn: `(model, batch) -> scalar` loss the online proxy trains on (default: the
+            mean of `loss_fn`); contrastive models score with one loss and train with another.
+        pair_loss_fn: `(model, batch) -> [B, B]` pairwise losses, for joint samplers (JEST, from
+            `learnability.joint`): the score is then a `[B, B]` matrix and the batch is drawn jointly
+            in `n_chunks` chunks. Reference losses are not cached in this mode.
     """
 
     def __init__(self, *, score: str, batch_size: int, proxy: nn.Module | None = None,
                  proxy_optimizer: torch.optim.Optimizer | None = None, reference: nn.Module | None = None,
                  reference_losses: ReferenceLosses | None = None, learner: nn.Module | None = None,
                  sampler: str = "softmax", temperature: float = 1.0, loss_fn: PerExampleLoss = classification_loss,
-                 seed: int = 0, ledger: Ledger | None = None, autocast: bool = False):
+                 seed: int = 0, ledger: Ledger | None = None, autocast: bool = False,
+                 train_loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None,
+                 pair_loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None, n_chunks: int = 1):
         self.score = get_score(score)
-        self.sample = get_sampler(sampler)
+        self.joint = sampler in list_joint_samplers()
+        self.sample = get_joint_sampler(sampler) if self.joint else get_sampler(sampler)
+        if self.joint and pair_loss_fn is None:
+            raise ValueError(f"the joint sampler {sampler!r} needs pair_loss_fn: (model, batch) -> [B, B] pairwise losses")
+        if self.joint and (n_chunks < 1 or batch_size % n_chunks):
+            raise ValueError(f"n_chunks={n_chunks} must divide batch_size={batch_size} (equal chunks)")
+        self.train_loss_fn, self.pair_loss_fn, self.n_chunks = train_loss_fn, pair_loss_fn, n_chunks
+        if self.joint:
+            reference_losses = None  # pairwise reference losses depend on the whole super-batch
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         needs = set(self.score.needs)
@@ -89,8 +106,14 @@ class Selector:
         return self.cost_of(getattr(self, which), which, example)
 
     def _model_losses(self, which: str, batch: Batch) -> torch.Tensor:
-        losses = score_losses(getattr(self, which), batch, self.loss_fn, autocast=self.autocast)
-        self.ledger.add("scoring", flops=self.cost(which, batch).forward * batch_len(batch))
+        model = getattr(self, which)
+        if self.joint:  # pairwise [B, B]; the cost is measured on the whole super-batch (B^2 terms)
+            losses = pair_losses(model, batch, self.pair_loss_fn, autocast=self.autocast)
+            cost = self._measure(model, f"{which}-pairs", batch, self.pair_loss_fn, full=True)
+        else:
+            losses = score_losses(model, batch, self.loss_fn, autocast=self.autocast)
+            cost = self.cost(which, batch)
+        self.ledger.add("scoring", flops=cost.forward * batch_len(batch))
         return losses
 
     def select(self, batch: Batch, ids: torch.Tensor | None = None) -> Batch:
@@ -124,7 +147,10 @@ class Selector:
         _sync(device)
         t1 = time.perf_counter()
         scores = compute_scores(self.score.name, losses, n)
-        index = self.sample(scores, self.b, temperature=self.temperature, generator=self.generator)
+        if self.joint:
+            index = self.sample(scores, self.b, self.n_chunks, temperature=self.temperature, generator=self.generator)
+        else:
+            index = self.sample(scores, self.b, temperature=self.temperature, generator=self.generator)
         t2 = time.perf_counter()
         self.ledger.add("scoring", seconds=t1 - t0)
         self.ledger.add("selection", seconds=t2 - t1)
@@ -140,7 +166,10 @@ class Selector:
         t0 = time.perf_counter()
         self.proxy.train()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            loss = check_per_example(self.loss_fn(self.proxy, batch), n).float().mean()
+            if self.train_loss_fn is not None:
+                loss = self.train_loss_fn(self.proxy, batch).float()
+            else:
+                loss = check_per_example(self.loss_fn(self.proxy, batch), n).float().mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"online proxy loss is {loss.item()}; lower selection.proxy_lr")
         self.proxy_optimizer.zero_grad(set_to_none=True)
@@ -161,9 +190,14 @@ class Selector:
         self.ledger.add("reference", flops=flops, seconds=seconds)
 
     def cost_of(self, model: nn.Module, name: str, example: Batch) -> ModelCost:
-        key = (name, id(model), tuple((tuple(t.shape[1:]), t.dtype) for t in leaves(example)))
+        """Per-example FLOPs of `model` under this selector's loss, measured once per input shape."""
+        return self._measure(model, name, example, self.train_loss_fn or self.loss_fn)
+
+    def _measure(self, model: nn.Module, name: str, example: Batch, fn: Callable, full: bool = False) -> ModelCost:
+        shapes = tuple((tuple(t.shape[int(not full):]), t.dtype) for t in leaves(example))
+        key = (name, id(model), shapes)
         if key not in self._costs:
-            self._costs[key] = measure_loss_cost(model, self.loss_fn, rows(example, 0, 2))
+            self._costs[key] = measure_loss_cost(model, fn, example if full else rows(example, 0, 2))
         return self._costs[key]
 
     @property

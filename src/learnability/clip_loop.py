@@ -1,0 +1,245 @@
+"""The image-text loop (task=clip): ActiveCLIP and JEST. Reads top to bottom, like `loop.py`.
+
+Per step: draw B candidate pairs; score them with the small online proxy and the frozen reference
+(per example: minus the image-text dot product, cacheable per id; or, for joint selection,
+the [B, B] matrix of SigLIP pair losses); select b (independently, or jointly in chunks: JEST);
+train the dual-encoder learner and the online proxy on the selection with the SigLIP (or CLIP)
+loss. Evaluation: zero-shot accuracy on the clean test split (logged as `test_accuracy`, the
+target metric; mean Recall@1 for unlabelled pairs) and retrieval Recall@1/5 on held-out pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from learnability import config as C
+from learnability.batch import take
+from learnability.clip_eval import embed, retrieval_recall, zero_shot_accuracy
+from learnability.contrastive import clip_loss, clip_loss_per_example, dot_product_loss, joint_loss_matrix, siglip_loss
+from learnability.data import IndexStream
+from learnability.dual import build_dual
+from learnability.flops import Ledger, measure_loss_cost
+from learnability.io import JsonlWriter, atomic_write_text
+from learnability.joint import list_joint_samplers
+from learnability.loop import NonFiniteLossError
+from learnability.pairs import CLEAN, class_prompts
+from learnability.pairs.build import build_pairs
+from learnability.pairs.pairset import PairSplits
+from learnability.pairs.tokenizer import WordTokenizer
+from learnability.reference import load_or_train_reference
+from learnability.scores import get_score
+from learnability.selector import Selector
+
+
+def train_loss_fn(kind: str):
+    """`(model, (images, tokens)) -> scalar`: the SigLIP or CLIP loss of the batch."""
+    def siglip(model, batch):
+        out = model(*batch)
+        return siglip_loss(out["image"], out["text"], out["logit_scale"], out["logit_bias"])
+
+    def clip(model, batch):
+        out = model(*batch)
+        return clip_loss(out["image"], out["text"], out["logit_scale"])
+
+    return siglip if kind == "siglip" else clip
+
+
+def actor_loss_fn(kind: str):
+    """`(model, batch) -> [N]`: minus each pair's scaled dot product (independent of the rest of
+    the batch, so cacheable per id), or each pair's contrastive loss within the super-batch."""
+    def dot(model, batch):
+        out = model(*batch)
+        return dot_product_loss(out["image"], out["text"], out["logit_scale"])
+
+    def contrastive(model, batch):
+        out = model(*batch)
+        return clip_loss_per_example(out["image"], out["text"], out["logit_scale"])
+
+    return dot if kind == "dot" else contrastive
+
+
+def pair_loss_fn(model, batch) -> torch.Tensor:
+    """`[B, B]` SigLIP pair losses (JEST's loss matrix)."""
+    out = model(*batch)
+    return joint_loss_matrix(out["image"], out["text"], out["logit_scale"], out["logit_bias"])
+
+
+def train_pairs(model, images, tokens, *, epochs, batch_size, lr, seed, loss_fn, device, progress) -> int:
+    """Train `model` on pairs with `loss_fn` (AdamW); returns examples seen."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    n, seen = images.shape[0], 0
+    model.train()
+    for epoch in tqdm(range(epochs), desc="train reference", disable=not progress, leave=False):
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n - batch_size + 1, batch_size):  # full batches: contrastive losses need negatives
+            idx = perm[i:i + batch_size]
+            loss = loss_fn(model, (images[idx].to(device), tokens[idx].to(device)))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"reference training loss is {loss.item()} in epoch {epoch}; lower reference.lr")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(idx)
+    return seen
+
+
+def _init(name: str, shape, vocab: int, max_len: int, seed: int, device: torch.device) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_dual(name, shape, vocab, max_len).to(device)
+
+
+def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None) -> dict:
+    """Train one image-text arm as configured; returns the summary also written to `summary.json`."""
+    C.validate(cfg)
+    t, s, p, r = cfg.train, cfg.selection, cfg.pairs, cfg.reference
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = torch.device(t.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise C.ConfigError("train.device=cuda but no CUDA device is available; use --train.device=cpu")
+    autocast = device.type == "cuda"
+    os.makedirs(cfg.out, exist_ok=True)
+    C.save(cfg, os.path.join(cfg.out, "config.json"))
+
+    # Data: pairs, a tokenizer built from the training captions (saved with the run), token ids.
+    splits, skipped = data if data is not None else build_pairs(cfg)
+    pool, ref_set, test = splits.pool, splits.reference, splits.test
+    tokenizer = WordTokenizer.build(pool.captions + ref_set.captions, max_len=p.max_len)
+    tokenizer.save(os.path.join(cfg.out, "tokenizer.json"))
+    images, tokens = pool.images, tokenizer.encode(pool.captions)
+    selecting = s.score != "uniform"
+    b = t.batch_size
+    big_b = C.super_batch(b, s.filter_ratio) if selecting else b
+    if big_b > len(pool):
+        raise C.ConfigError(f"train.batch_size={b} with selection.filter_ratio={s.filter_ratio} draws {big_b} "
+                            f"candidates a step but the pool holds only {len(pool)} pairs")
+    shape, vocab = tuple(images.shape[1:]), tokenizer.vocab_size
+    train_loss, actor_loss = train_loss_fn(p.loss), actor_loss_fn(p.actor_loss)
+
+    # Models: the dual-encoder learner (EMA for evaluation), the online proxy and the reference.
+    learner = _init(p.learner, shape, vocab, p.max_len, t.seed, device)
+    optimizer = torch.optim.AdamW(learner.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    learner_cost = measure_loss_cost(learner, train_loss, (images[:b], tokens[:b]))
+    ema = AveragedModel(learner, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True) if t.ema else None
+    ledger = Ledger()
+    selector = None
+    if selecting:
+        needs = get_score(s.score).needs
+        joint = s.sampler in list_joint_samplers()
+        proxy = _init(p.proxy, shape, vocab, p.max_len, t.seed + 1, device) if "online" in needs else None
+        reference, ref_losses = None, None
+        if "reference" in needs:
+            reference = _init(p.proxy, shape, vocab, p.max_len, t.seed + 2, device)
+            ref_tokens = tokenizer.encode(ref_set.captions)
+            vocab_fp = hashlib.sha256("\n".join(tokenizer.vocab).encode()).hexdigest()
+            want = {"train_fingerprint": ref_set.fingerprint(), "vocab": vocab_fp, "epochs": r.epochs,
+                    "batch_size": r.batch_size, "lr": r.lr, "seed": t.seed + 2, "architecture": p.proxy,
+                    "loss": p.loss, "input_shape": list(shape), "max_len": p.max_len}
+            cacheable = r.cache and p.actor_loss == "dot" and not joint
+            ref = load_or_train_reference(
+                reference, measure_loss_cost(reference, train_loss, (ref_set.images[:r.batch_size], ref_tokens[:r.batch_size])),
+                ref_dir=r.dir or os.path.join(cfg.out, "reference"), trained_with=want, device=device,
+                train=lambda m: train_pairs(m, ref_set.images, ref_tokens, epochs=r.epochs, batch_size=r.batch_size,
+                                            lr=r.lr, seed=t.seed + 2, loss_fn=train_loss, device=device,
+                                            progress=cfg.progress),
+                cache_batch=(images, tokens) if cacheable else None, cache_ids=pool.ids,
+                cache_fingerprint=pool.fingerprint() + vocab_fp, loss_fn=actor_loss)
+            ledger.add("reference", flops=ref.one_off_flops, seconds=ref.one_off_seconds)
+            ref_losses = ref.losses
+        selector = Selector(
+            score=s.score, batch_size=b, proxy=proxy,
+            proxy_optimizer=torch.optim.AdamW(proxy.parameters(), lr=s.proxy_lr) if proxy is not None else None,
+            reference=reference, reference_losses=ref_losses, learner=learner if "learner" in needs else None,
+            sampler=s.sampler, temperature=s.temperature, loss_fn=actor_loss, seed=t.seed + 4, ledger=ledger,
+            autocast=autocast, train_loss_fn=train_loss, pair_loss_fn=pair_loss_fn, n_chunks=p.n_chunks)
+
+    # Evaluation data: class prompts for zero-shot, the first `retrieval_size` clean test pairs.
+    prompts = tokenizer.encode(class_prompts(test.class_names)) if test.labels is not None and test.class_names else None
+    test_tokens = tokenizer.encode(test.captions)
+    n_ret = min(p.retrieval_size, len(test))
+    stream = IndexStream(len(pool), big_b, t.seed + 5)
+    metrics = JsonlWriter(os.path.join(cfg.out, "metrics.jsonl"))
+    arm = cfg.name or s.score
+    bar = tqdm(range(1, t.steps + 1), desc=f"train {arm}", disable=not cfg.progress, leave=False)
+    accuracy = float("nan")
+
+    for step in bar:
+        # 1. Draw B candidate pairs (b when training uniformly).
+        t0 = time.perf_counter()
+        pos = stream.next()
+        batch, ids = (images[pos].to(device), tokens[pos].to(device)), pool.ids[pos]
+        ledger.add("data", seconds=time.perf_counter() - t0)
+        row: dict = {"step": step}
+
+        # 2-3. Score with the proxies; select b, independently or jointly (JEST).
+        if selector is not None:
+            sel = selector.select_index(batch, ids)
+            for kind, v in sel.losses.items():
+                row[f"loss_{kind}_candidates"] = float(v.mean())
+            pos, batch = pos[sel.index.cpu()], take(batch, sel.index)
+
+        # 4. Train the learner on the selection, then the online proxy on the same pairs.
+        t0 = time.perf_counter()
+        learner.train()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = train_loss(learner, batch)
+        if not torch.isfinite(loss):
+            metrics.close()
+            raise NonFiniteLossError(f"arm {arm}: the learner's loss is {loss.item()} at step {step}; the run's "
+                                     f"files are kept in {cfg.out}. Lower train.lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if ema is not None:
+            ema.update_parameters(learner)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        ledger.add("learner", flops=learner_cost.train * b, seconds=time.perf_counter() - t0)
+        if selector is not None and selector.proxy is not None:
+            try:
+                row["loss_proxy"] = selector.train_proxy(batch)
+            except FloatingPointError as e:
+                metrics.close()
+                raise NonFiniteLossError(f"arm {arm}, step {step}: {e}; the run's files are kept in {cfg.out}") from e
+
+        # Log: cumulative FLOPs and seconds, corrupted fraction selected, zero-shot and retrieval.
+        code = pool.corruption[pos]
+        row.update({"examples_seen": step * b, "candidates_drawn": stream.drawn, "loss_learner": loss.item(),
+                    "corrupted_selected": float((code != CLEAN).float().mean()), "skipped_bad_rows": skipped})
+        row.update(ledger.row())
+        if step % t.eval_every == 0 or step == t.steps:
+            t0 = time.perf_counter()
+            model = ema.module if ema is not None else learner
+            img, txt = embed(model, test.images, test_tokens, t.eval_batch_size, device, autocast)
+            row.update(retrieval_recall(img[:n_ret], txt[:n_ret]))
+            if prompts is not None:
+                _, class_txt = embed(model, test.images[:len(prompts)], prompts, t.eval_batch_size, device, autocast)
+                accuracy = row["zero_shot"] = zero_shot_accuracy(img, class_txt, test.labels)
+            else:
+                accuracy = (row["r1_i2t"] + row["r1_t2i"]) / 2
+            row["test_accuracy"] = accuracy
+            ledger.add("eval", seconds=time.perf_counter() - t0)
+            row["seconds_eval"] = ledger.seconds["eval"]
+            bar.set_postfix(acc=f"{accuracy:.3f}")
+        metrics.write(row)
+    metrics.close()
+
+    summary = {
+        "arm": arm, "task": "clip", "steps": t.steps, "batch_size": b, "super_batch": big_b,
+        "final_accuracy": accuracy, "learner_flops_per_example": {"forward": learner_cost.forward, "train": learner_cost.train},
+        "proxy_flops_ratio": (learner_cost.forward / selector.cost("proxy", batch).forward)
+        if selector is not None and selector.proxy is not None else None,
+        "ledger": ledger.state_dict(), "pool_size": len(pool), "skipped_bad_rows": skipped,
+        "pool_corrupted": float((pool.corruption != CLEAN).float().mean()),
+    }
+    atomic_write_text(os.path.join(cfg.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    return summary
