@@ -1,0 +1,97 @@
+"""ActiveCLIP and JEST benchmark: image-text training on the built-in compositional pairs.
+
+    python bench/activeclip.py            # 30% mismatched captions, 3 seeds: uniform, activeclip (f=0.5), jest (f=0.8)
+    python bench/activeclip.py --quick    # one seed
+
+Every seed is one `compare --task=clip` (arms side by side on the same data, seeds and evaluation
+schedule; the arm order rotates with the seed) plus a JEST arm at its own filtering ratio, run in
+the same folder against the same uniform arm. Writes bench/results/activeclip[-quick].json (one row
+per noise, arm, filtering, seed) and a markdown table of medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+from common import arm_rows, machine, medians, pct, share
+
+from learnability import config as C
+from learnability.clip_loop import run_clip
+from learnability.compare import arm_config
+from learnability.io import atomic_write_text
+from learnability.pairs.build import build_pairs
+
+ARMS = ("uniform", "activeclip", "jest")
+FILTERING = {"uniform": 0.0, "activeclip": 0.5, "jest": 0.8}
+BENCH_OVERRIDES = ["--task=clip", "--pairs.swapped=0.3", "--data.pool_size=30000", "--data.test_size=2000",
+                   "--train.steps=800", "--train.eval_every=50", "--pairs.n_chunks=16", "--progress=false"]
+KEYS = ("updates_saved", "compute_saved", "compute_saved_amortised", "wallclock_saved", "final_accuracy",
+        "final_r1_i2t", "final_r1_t2i", "corrupted_selected", "selection_time_share")
+
+
+def markdown(med: list[dict], command: str, settings: str) -> str:
+    lines = [f"Command: `{command}`  ", f"Settings: {settings}  ", f"Machine: {machine()}", "",
+             "| caption noise | arm | filtering | seeds | updates saved | compute saved | wall-clock saved | zero-shot | R@1 i2t | R@1 t2i | mismatched selected |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in med:
+        lines.append(f"| {m['noise']} | {m['arm']} | {m['filtering']} | {m['seeds']} | {pct(m['updates_saved'])} | "
+                     f"{pct(m['compute_saved'])} | {pct(m['wallclock_saved'])} | {m['final_accuracy']:.4f} | "
+                     f"{share(m['final_r1_i2t'])} | {share(m['final_r1_t2i'])} | {share(m['corrupted_selected'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="one seed")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--jest-filtering", type=float, default=0.8)
+    p.add_argument("--amortise", type=int, default=10)
+    p.add_argument("--out", default="runs/bench-activeclip")
+    p.add_argument("--results", default="bench/results")
+    a, extra = p.parse_known_args()
+    seeds = [0] if a.quick else [int(s) for s in a.seeds.split(",")]
+    base = C.apply_overrides(C.RunConfig(), BENCH_OVERRIDES + extra)
+    name = "activeclip-quick" if a.quick else "activeclip"
+    command = "python bench/activeclip.py " + " ".join(sys.argv[1:])
+    filtering = dict(FILTERING, jest=a.jest_filtering)
+    settings = (f"learner {base.pairs.learner}, proxy/reference {base.pairs.proxy}, {base.pairs.loss} loss, actor loss "
+                f"{base.pairs.actor_loss}, b={base.train.batch_size}, JEST in {base.pairs.n_chunks} chunks, "
+                f"{base.train.steps} steps, pool {base.data.pool_size or 50000}, eval every {base.train.eval_every} "
+                f"on {base.data.test_size or 10000} test images")
+    rows: list[dict] = []
+    t0 = time.time()
+    for seed in seeds:
+        cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, seed=seed),
+                                  train=dataclasses.replace(base.train, seed=seed))
+        out = os.path.join(a.out, f"seed{seed}")
+        if os.path.exists(out):
+            raise SystemExit(f"{out} exists; remove it or pass --out=NEW_FOLDER")
+        cfg = dataclasses.replace(cfg, reference=dataclasses.replace(cfg.reference, dir=os.path.join(out, "reference")))
+        data = build_pairs(cfg)
+        order = list(ARMS[seeds.index(seed) % 3:] + ARMS[:seeds.index(seed) % 3])
+        for arm in order:
+            c = arm_config(cfg, arm, out)
+            c = dataclasses.replace(c, selection=dataclasses.replace(c.selection, filter_ratio=filtering[arm] or c.selection.filter_ratio))
+            run_clip(c, data)
+        for r in arm_rows(out, list(ARMS), a.amortise, extra_keys=("r1_i2t", "r1_t2i", "r5_i2t", "r5_t2i")):
+            r.update({"noise": base.pairs.swapped, "filtering": filtering[r["arm"]], "seed": seed,
+                      "final_zeroshot": r["final_accuracy"]})
+            rows.append(r)
+        print(f"[{time.time() - t0:6.0f}s] seed={seed} done", flush=True)
+        med = medians(rows, ("noise", "arm", "filtering"), KEYS, ARMS)
+        os.makedirs(a.results, exist_ok=True)
+        atomic_write_text(os.path.join(a.results, f"{name}.json"), json.dumps(
+            {"rows": rows, "medians": med, "command": command, "machine": machine(), "settings": settings,
+             "seconds": time.time() - t0}, indent=2) + "\n")
+        atomic_write_text(os.path.join(a.results, f"{name}.md"), markdown(med, command, settings))
+    print(markdown(medians(rows, ("noise", "arm", "filtering"), KEYS, ARMS), command, settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

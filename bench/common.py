@@ -1,0 +1,66 @@
+"""Shared pieces of the benchmarks: machine string, per-arm rows from run files, medians, tables.
+
+The target and the savings come from `learnability.analysis` (defined once)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+
+import torch
+
+from learnability import analysis
+from learnability.io import read_jsonl
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, threads {torch.get_num_threads()}"
+
+
+def arm_rows(out: str, arms: list[str], amortise: int, extra_keys: tuple[str, ...] = ()) -> list[dict]:
+    """Savings of each arm of the compare in `out` against its `uniform` arm, plus logged values."""
+    uniform = read_jsonl(os.path.join(out, "uniform", "metrics.jsonl"))
+    rows = []
+    for arm in arms:
+        metrics = read_jsonl(os.path.join(out, arm, "metrics.jsonl"))
+        with open(os.path.join(out, arm, "summary.json")) as f:
+            summary = json.load(f)
+        s = analysis.savings(uniform, metrics, amortise)
+        shares = analysis.step_time_shares(metrics)
+        evals = analysis.evaluations(metrics)
+        row = {"arm": arm, "updates_saved": s["updates_saved"], "compute_saved": s["compute_saved"],
+               "compute_saved_amortised": s["compute_saved_amortised"], "wallclock_saved": s["wallclock_saved"],
+               "final_accuracy": s["final_accuracy"], "corrupted_selected": s["corrupted_selected"],
+               "proxy_flops_ratio": summary["proxy_flops_ratio"], "target": s["target"],
+               "reached_at_step": s["reached_at_step"], "uniform_reached_at_step": s["uniform_reached_at_step"],
+               "selection_time_share": shares["selection"], "scoring_time_share": shares["scoring"],
+               "train_seconds": metrics[-1]["seconds_total"]}
+        for key in extra_keys:  # mean of the last three evaluations, like final_accuracy
+            vals = [r[key] for r in evals[-analysis.WINDOW:] if key in r]
+            row[f"final_{key}"] = sum(vals) / len(vals) if vals else None
+        rows.append(row)
+    return rows
+
+
+def medians(rows: list[dict], group: tuple[str, ...], keys: tuple[str, ...], arm_order: tuple[str, ...]) -> list[dict]:
+    """Median over seeds of `keys` for each group (e.g. eta, arm)."""
+    out = []
+    groups = sorted({tuple(r[g] for g in group) for r in rows},
+                    key=lambda k: tuple(-v if isinstance(v, float) else (arm_order.index(v) if v in arm_order else 99)
+                                        for v in k))
+    for k in groups:
+        members = [r for r in rows if tuple(r[g] for g in group) == k]
+        m = dict(zip(group, k))
+        m["seeds"] = len(members)
+        m.update({key: analysis.median([r[key] for r in members]) for key in keys})
+        out.append(m)
+    return out
+
+
+def pct(v: float | None) -> str:
+    return "not reached" if v is None else f"{100 * v:+.1f}%"
+
+
+def share(v: float | None, digits: int = 1) -> str:
+    return "n/a" if v is None else f"{100 * v:.{digits}f}%"

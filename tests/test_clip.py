@@ -1,0 +1,114 @@
+"""Image-text task: evaluation functions, joint selection through the Selector, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from learnability import analysis
+from learnability.cli import main
+from learnability.clip_eval import retrieval_recall, zero_shot_accuracy
+from learnability.clip_loop import actor_loss_fn, pair_loss_fn, train_loss_fn
+from learnability.dual import build_dual
+from learnability.io import read_jsonl
+from learnability.selector import Selector
+
+FMNIST = os.path.isdir("/usr/share/datasets/fashion-mnist")
+TINY = ["--task=clip", "--data.pool_size=600", "--data.reference_size=300", "--data.test_size=200",
+        "--train.steps=12", "--train.batch_size=32", "--train.eval_every=4", "--pairs.n_chunks=4",
+        "--reference.epochs=2", "--progress=false", "--train.threads=1", "--pairs.retrieval_size=100"]
+
+
+def test_retrieval_and_zero_shot_on_hand_made_embeddings():
+    e = torch.eye(4)
+    assert retrieval_recall(e, e) == {"r1_i2t": 1.0, "r1_t2i": 1.0, "r5_i2t": 1.0, "r5_t2i": 1.0}
+    shifted = e[[1, 2, 3, 0]]  # the true text of image i is orthogonal to it; one other text matches it exactly
+    r = retrieval_recall(e, shifted, ks=(1, 2))
+    assert r["r1_i2t"] == 0.0 and r["r2_i2t"] == 1.0  # one candidate scores higher; ties do not count against
+    classes = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    imgs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    assert zero_shot_accuracy(imgs, classes, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
+
+
+def _pairs_batch(n: int = 16):
+    g = torch.Generator().manual_seed(0)
+    return torch.rand((n, 3, 8, 8), generator=g) * 2 - 1, torch.randint(1, 20, (n, 6), generator=g)
+
+
+def test_joint_selection_through_the_selector():
+    torch.manual_seed(0)
+    proxy, reference = build_dual("dual_mlp_tiny", (3, 8, 8), 20, 6), build_dual("dual_mlp_tiny", (3, 8, 8), 20, 6)
+    sel = Selector(score="learnability", batch_size=8, proxy=proxy, reference=reference,
+                   proxy_optimizer=torch.optim.AdamW(proxy.parameters()), sampler="jest", n_chunks=4,
+                   loss_fn=actor_loss_fn("dot"), train_loss_fn=train_loss_fn("siglip"), pair_loss_fn=pair_loss_fn, seed=0)
+    batch = _pairs_batch()
+    s = sel.select_index(batch)
+    assert s.scores.shape == (16, 16) and len(set(s.index.tolist())) == 8
+    assert s.losses["online"].shape == (16, 16) and s.losses["reference"].shape == (16, 16)
+    images, tokens = sel.select(batch)
+    assert images.shape == (8, 3, 8, 8) and tokens.shape == (8, 6)
+    assert sel.train_proxy((images, tokens)) > 0
+    # scoring counts both models over the whole super-batch, pairwise terms included
+    assert sel.ledger.flops["scoring"] > 2 * 2 * 16 * sel.cost("proxy", batch).forward * 0.5
+    with pytest.raises(ValueError, match="n_chunks"):
+        Selector(score="learnability", batch_size=8, proxy=proxy, reference=reference,
+                 proxy_optimizer=torch.optim.AdamW(proxy.parameters()), sampler="jest", n_chunks=3,
+                 pair_loss_fn=pair_loss_fn)
+    with pytest.raises(ValueError, match="pair_loss_fn"):
+        Selector(score="hard_learner", batch_size=8, proxy=proxy, proxy_optimizer=torch.optim.AdamW(proxy.parameters()),
+                 sampler="jest")
+
+
+@pytest.mark.skipif(not FMNIST, reason="dataset-fashion-mnist is not installed")
+def test_compare_clip_end_to_end(tmp_path):
+    out = tmp_path / "clip"
+    assert main(["compare", f"--out={out}", *TINY]) == 0
+    for f in ("report.md", "accuracy_vs_flops.png", "uniform/tokenizer.json", "reference/losses.pt"):
+        assert (out / f).is_file(), f
+    rows = {a: read_jsonl(str(out / a / "metrics.jsonl")) for a in ("uniform", "activeclip", "jest")}
+    for arm, r in rows.items():
+        evals = analysis.evaluations(r)
+        assert len(evals) == 3 and all(0 <= e["zero_shot"] <= 1 and "r5_t2i" in e for e in evals), arm
+    # the pool holds 30% swapped captions; uniform draws them at that rate
+    assert analysis.corrupted_selected(rows["uniform"]) == pytest.approx(0.3, abs=0.1)
+    # JEST scores the reference on every super-batch (pairwise losses are not cacheable): more scoring FLOPs
+    assert rows["jest"][0]["flops_scoring"] > rows["activeclip"][0]["flops_scoring"] > 0
+    table = {r["arm"]: r for r in json.loads((out / "report.json").read_text())}
+    assert set(table) == {"uniform", "activeclip", "jest"}
+
+
+def _write_pairs(folder, n: int, bad: bool = False) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(str(folder)))
+    lines = []
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        lines.append(json.dumps({"image": f"{i}.png", "text": f"a {['red', 'blue'][i % 2]} thing number {i % 5}"}))
+    if bad:
+        lines.append(json.dumps({"image": "missing.png"}))
+    (folder / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    return str(folder / "pairs.jsonl")
+
+
+def test_user_jsonl_pairs_bad_rows_fail_or_are_counted(tmp_path, capsys):
+    pool = _write_pairs(tmp_path / "pool", 80, bad=True)
+    ref, test = _write_pairs(tmp_path / "ref", 40), _write_pairs(tmp_path / "test", 20)
+    args = ["run", "--task=clip", "--pairs.source=jsonl", f"--pairs.path={pool}", f"--pairs.reference_path={ref}",
+            f"--pairs.test_path={test}", "--pairs.image_size=8", "--train.steps=4", "--train.batch_size=8",
+            "--train.eval_every=2", "--pairs.n_chunks=2", "--reference.epochs=1", "--reference.batch_size=8",
+            "--progress=false", "--train.threads=1"]
+    assert main([*args, f"--out={tmp_path / 'fail'}"]) == 2
+    assert "text" in capsys.readouterr().err  # the row missing its caption is named
+    assert main([*args, f"--out={tmp_path / 'skip'}", "--pairs.skip_bad=true"]) == 0
+    rows = read_jsonl(str(tmp_path / "skip" / "metrics.jsonl"))
+    assert rows[-1]["skipped_bad_rows"] == 1 and "zero_shot" not in rows[-1] and "r1_i2t" in rows[-1]
+
+
+def test_chunk_count_that_does_not_divide_is_refused(tmp_path, capsys):
+    assert main(["run", f"--out={tmp_path / "x"}", *TINY, "--selection.sampler=jest", "--pairs.n_chunks=5"]) == 2
+    assert "pairs.n_chunks must divide" in capsys.readouterr().err
