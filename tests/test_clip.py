@@ -110,5 +110,5 @@ def test_user_jsonl_pairs_bad_rows_fail_or_are_counted(tmp_path, capsys):
 
 
 def test_chunk_count_that_does_not_divide_is_refused(tmp_path, capsys):
-    assert main(["run", f"--out={tmp_path / "x"}", *TINY, "--selection.sampler=jest", "--pairs.n_chunks=5"]) == 2
+    assert main(["run", f"--out={tmp_path / 'x'}", *TINY, "--selection.sampler=jest", "--pairs.n_chunks=5"]) == 2
     assert "pairs.n_chunks must divide" in capsys.readouterr().err
