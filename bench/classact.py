@@ -16,64 +16,26 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 
-import torch
+from common import arm_rows, machine, medians, pct
 
-from learnability import analysis
 from learnability import config as C
 from learnability.compare import compare
-from learnability.io import atomic_write_text, read_jsonl
+from learnability.io import atomic_write_text
 
 ALL_ARMS = ("uniform", "learnability", "hard_learner", "easy_reference", "rho")
 # Settings of the protocol (shared/DESIGN.md): learner >= 10x the proxy's forward FLOPs, f = 0.5.
 BENCH_OVERRIDES = ["--train.steps=2000", "--train.eval_every=100", "--data.test_size=4000", "--progress=false"]
 
 
-def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, threads {torch.get_num_threads()}"
-
-
 def rows_for(out: str, eta: float, seed: int, arms: list[str], amortise: int) -> list[dict]:
-    uniform = read_jsonl(os.path.join(out, "uniform", "metrics.jsonl"))
-    rows = []
-    for arm in arms:
-        metrics = read_jsonl(os.path.join(out, arm, "metrics.jsonl"))
-        with open(os.path.join(out, arm, "summary.json")) as f:
-            summary = json.load(f)
-        s = analysis.savings(uniform, metrics, amortise)
-        shares = analysis.step_time_shares(metrics)
-        rows.append({
-            "eta": eta, "arm": arm, "seed": seed, "updates_saved": s["updates_saved"],
-            "compute_saved": s["compute_saved"], "compute_saved_amortised": s["compute_saved_amortised"],
-            "wallclock_saved": s["wallclock_saved"], "final_accuracy": s["final_accuracy"],
-            "corrupted_selected": s["corrupted_selected"], "proxy_flops_ratio": summary["proxy_flops_ratio"],
-            "target": s["target"], "reached_at_step": s["reached_at_step"],
-            "uniform_reached_at_step": s["uniform_reached_at_step"],
-            "selection_time_share": shares["selection"], "scoring_time_share": shares["scoring"],
-            "train_seconds": metrics[-1]["seconds_total"],
-        })
-    return rows
+    return [{"eta": eta, "seed": seed, **r} for r in arm_rows(out, arms, amortise)]
 
 
-def medians(rows: list[dict]) -> list[dict]:
-    keys = ("updates_saved", "compute_saved", "compute_saved_amortised", "wallclock_saved", "final_accuracy",
-            "corrupted_selected", "selection_time_share")
-    out = []
-    for eta in sorted({r["eta"] for r in rows}, reverse=True):
-        for arm in ALL_ARMS:
-            group = [r for r in rows if r["eta"] == eta and r["arm"] == arm]
-            if group:
-                m = {"eta": eta, "arm": arm, "seeds": len(group)}
-                m.update({k: analysis.median([r[k] for r in group]) for k in keys})
-                out.append(m)
-    return out
-
-
-def _pct(v: float | None) -> str:
-    return "not reached" if v is None else f"{100 * v:+.1f}%"
+KEYS = ("updates_saved", "compute_saved", "compute_saved_amortised", "wallclock_saved", "final_accuracy",
+        "corrupted_selected", "selection_time_share")
 
 
 def markdown(med: list[dict], command: str, settings: str) -> str:
@@ -81,8 +43,8 @@ def markdown(med: list[dict], command: str, settings: str) -> str:
              "| eta | arm | seeds | updates saved | compute saved | compute saved (amortised x10) | wall-clock saved | final accuracy | corrupted selected | selection machinery share of step time |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for m in med:
-        lines.append(f"| {m['eta']} | {m['arm']} | {m['seeds']} | {_pct(m['updates_saved'])} | {_pct(m['compute_saved'])} | "
-                     f"{_pct(m['compute_saved_amortised'])} | {_pct(m['wallclock_saved'])} | {m['final_accuracy']:.4f} | "
+        lines.append(f"| {m['eta']} | {m['arm']} | {m['seeds']} | {pct(m['updates_saved'])} | {pct(m['compute_saved'])} | "
+                     f"{pct(m['compute_saved_amortised'])} | {pct(m['wallclock_saved'])} | {m['final_accuracy']:.4f} | "
                      f"{100 * m['corrupted_selected']:.1f}% | {100 * m['selection_time_share']:.2f}% |")
     return "\n".join(lines) + "\n"
 
@@ -120,7 +82,7 @@ def main() -> int:
             compare(cfg, order, out, a.amortise)
             rows += rows_for(out, eta, seed, these, a.amortise)
             print(f"[{time.time() - t0:6.0f}s] eta={eta} seed={seed} done", flush=True)
-            med = medians(rows)
+            med = medians(rows, ("eta", "arm"), KEYS, ALL_ARMS)
             settings = (f"learner {base.model.learner}, proxy/reference {base.model.proxy}, b={base.train.batch_size}, "
                         f"f={base.selection.filter_ratio}, {base.selection.sampler} tau={base.selection.temperature}, "
                         f"{base.train.steps} steps, eval every {base.train.eval_every} on {base.data.test_size or 'all'} test images")
@@ -129,7 +91,7 @@ def main() -> int:
                 {"rows": rows, "medians": med, "command": command, "machine": machine(), "settings": settings,
                  "seconds": time.time() - t0}, indent=2) + "\n")
             atomic_write_text(os.path.join(a.results, f"{name}.md"), markdown(med, command, settings))
-    print(markdown(medians(rows), command, settings))
+    print(markdown(medians(rows, ("eta", "arm"), KEYS, ALL_ARMS), command, settings))
     return 0
 
 
