@@ -16,7 +16,6 @@ import os
 import time
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from learnability import config as C
@@ -35,6 +34,7 @@ from learnability.pairs.pairset import PairSplits
 from learnability.pairs.tokenizer import WordTokenizer
 from learnability.reference import load_or_train_reference
 from learnability.scores import get_score
+from learnability.runtime import make_ema, seeded, start_run, super_batch_size
 from learnability.selector import Selector
 
 
@@ -91,24 +91,10 @@ def train_pairs(model, images, tokens, *, epochs, batch_size, lr, seed, loss_fn,
     return seen
 
 
-def _init(name: str, shape, vocab: int, max_len: int, seed: int, device: torch.device) -> torch.nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_dual(name, shape, vocab, max_len).to(device)
-
-
 def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None) -> dict:
     """Train one image-text arm as configured; returns the summary also written to `summary.json`."""
-    C.validate(cfg)
+    device, autocast = start_run(cfg)
     t, s, p, r = cfg.train, cfg.selection, cfg.pairs, cfg.reference
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    device = torch.device(t.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise C.ConfigError("train.device=cuda but no CUDA device is available; use --train.device=cpu")
-    autocast = device.type == "cuda"
-    os.makedirs(cfg.out, exist_ok=True)
-    C.save(cfg, os.path.join(cfg.out, "config.json"))
 
     # Data: pairs, a tokenizer built from the training captions (saved with the run), token ids.
     splits, skipped = data if data is not None else build_pairs(cfg)
@@ -117,28 +103,24 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None) -> di
     tokenizer.save(os.path.join(cfg.out, "tokenizer.json"))
     images, tokens = pool.images, tokenizer.encode(pool.captions)
     selecting = s.score != "uniform"
-    b = t.batch_size
-    big_b = C.super_batch(b, s.filter_ratio) if selecting else b
-    if big_b > len(pool):
-        raise C.ConfigError(f"train.batch_size={b} with selection.filter_ratio={s.filter_ratio} draws {big_b} "
-                            f"candidates a step but the pool holds only {len(pool)} pairs")
+    b, big_b = t.batch_size, super_batch_size(cfg, len(pool), selecting)
     shape, vocab = tuple(images.shape[1:]), tokenizer.vocab_size
     train_loss, actor_loss = train_loss_fn(p.loss), actor_loss_fn(p.actor_loss)
 
     # Models: the dual-encoder learner (EMA for evaluation), the online proxy and the reference.
-    learner = _init(p.learner, shape, vocab, p.max_len, t.seed, device)
+    learner = seeded(lambda: build_dual(p.learner, shape, vocab, p.max_len), t.seed, device)
     optimizer = torch.optim.AdamW(learner.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     learner_cost = measure_loss_cost(learner, train_loss, (images[:b], tokens[:b]))
-    ema = AveragedModel(learner, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True) if t.ema else None
+    ema, ema_flops = make_ema(learner, t.ema)
     ledger = Ledger()
     selector = None
     if selecting:
         needs = get_score(s.score).needs
         joint = s.sampler in list_joint_samplers()
-        proxy = _init(p.proxy, shape, vocab, p.max_len, t.seed + 1, device) if "online" in needs else None
+        proxy = seeded(lambda: build_dual(p.proxy, shape, vocab, p.max_len), t.seed + 1, device) if "online" in needs else None
         reference, ref_losses = None, None
         if "reference" in needs:
-            reference = _init(p.proxy, shape, vocab, p.max_len, t.seed + 2, device)
+            reference = seeded(lambda: build_dual(p.proxy, shape, vocab, p.max_len), t.seed + 2, device)
             ref_tokens = tokenizer.encode(ref_set.captions)
             vocab_fp = hashlib.sha256("\n".join(tokenizer.vocab).encode()).hexdigest()
             want = {"train_fingerprint": ref_set.fingerprint(), "vocab": vocab_fp, "epochs": r.epochs,
@@ -203,7 +185,7 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None) -> di
             ema.update_parameters(learner)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        ledger.add("learner", flops=learner_cost.train * b, seconds=time.perf_counter() - t0)
+        ledger.add("learner", flops=learner_cost.train * b + ema_flops, seconds=time.perf_counter() - t0)
         if selector is not None and selector.proxy is not None:
             try:
                 row["loss_proxy"] = selector.train_proxy(batch)

@@ -12,7 +12,6 @@ import os
 import time
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from learnability import config as C
@@ -24,17 +23,12 @@ from learnability.losses import cross_entropy
 from learnability.models import build_model
 from learnability.reference import prepare_reference
 from learnability.scores import get_score
+from learnability.runtime import make_ema, seeded, start_run, super_batch_size
 from learnability.selector import Selector
 
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss; the run's files are kept."""
-
-
-def _init_model(name: str, shape: tuple[int, int, int], k: int, seed: int, device: torch.device) -> torch.nn.Module:
-    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
-        torch.manual_seed(seed)
-        return build_model(name, shape, k).to(device)
 
 
 @torch.no_grad()
@@ -59,46 +53,31 @@ def _sync(device: torch.device) -> None:
 
 def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
     """Train one arm as configured; returns the summary also written to `summary.json`."""
-    C.validate(cfg)
+    device, autocast = start_run(cfg)
     t, s = cfg.train, cfg.selection
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    device = torch.device(t.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise C.ConfigError("train.device=cuda but no CUDA device is available; use --train.device=cpu")
-    autocast = device.type == "cuda"
-    os.makedirs(cfg.out, exist_ok=True)
-    C.save(cfg, os.path.join(cfg.out, "config.json"))
 
     # Data: pool (corrupted), curated reference set and test set, all clean but the pool.
     splits = splits if splits is not None else build_data(cfg.data)
     pool, shape, k = splits.pool, splits.pool.shape, splits.pool.num_classes
     selecting = s.score != "uniform"
-    b = t.batch_size
-    big_b = C.super_batch(b, s.filter_ratio) if selecting else b
-    if big_b > len(pool):
-        raise C.ConfigError(f"train.batch_size={b} with selection.filter_ratio={s.filter_ratio} draws {big_b} "
-                            f"candidates a step but the pool holds only {len(pool)}; lower the batch size or the ratio")
+    b, big_b = t.batch_size, super_batch_size(cfg, len(pool), selecting)
     if device.type == "cuda":
         pool = ImageSet(pool.x.to(device), pool.y, pool.ids, k, pool.corruption, pool.true_y)
 
     # Models: the learner, and for selection the online proxy and the frozen reference.
-    learner = _init_model(cfg.model.learner, shape, k, t.seed, device)
+    learner = seeded(lambda: build_model(cfg.model.learner, shape, k), t.seed, device)
     optimizer = torch.optim.AdamW(learner.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     learner_cost = measure_cost(learner, shape)
-    # Evaluate an exponential moving average of the learner's weights (and BN buffers), so that
-    # evaluations measure the model rather than the optimizer's step-to-step noise; 0 turns it off.
-    ema = AveragedModel(learner, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True) if t.ema else None
-    ema_flops = 3 * sum(p.numel() for p in learner.parameters()) if t.ema else 0
+    ema, ema_flops = make_ema(learner, t.ema)  # evaluated: measures the model, not the step's noise
     ledger = Ledger()
     selector, online_ref = None, None
     if selecting:
         needs = get_score(s.score).needs
-        proxy = _init_model(cfg.model.proxy, shape, k, t.seed + 1, device) if "online" in needs else None
+        proxy = seeded(lambda: build_model(cfg.model.proxy, shape, k), t.seed + 1, device) if "online" in needs else None
         reference, ref_losses = None, None
         if "reference" in needs:
             r = cfg.reference
-            reference = _init_model(cfg.model.proxy, shape, k, t.seed + 2, device)
+            reference = seeded(lambda: build_model(cfg.model.proxy, shape, k), t.seed + 2, device)
             if r.train_on == "online":
                 online_ref = (reference, torch.optim.AdamW(reference.parameters(), lr=r.lr),
                               IndexStream(len(splits.reference), b, t.seed + 3))

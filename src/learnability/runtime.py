@@ -1,0 +1,52 @@
+"""Start-of-run chores shared by the classification and image-text loops."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from learnability import config as C
+
+
+def start_run(cfg: C.RunConfig) -> tuple[torch.device, bool]:
+    """Validate the config, set CPU threads, check the device, save `config.json` into the run
+    folder. Returns the device and whether to autocast (bf16 on CUDA)."""
+    C.validate(cfg)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = torch.device(cfg.train.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise C.ConfigError("train.device=cuda but no CUDA device is available; use --train.device=cpu")
+    os.makedirs(cfg.out, exist_ok=True)
+    C.save(cfg, os.path.join(cfg.out, "config.json"))
+    return device, device.type == "cuda"
+
+
+def super_batch_size(cfg: C.RunConfig, pool_size: int, selecting: bool) -> int:
+    """B (b when not selecting); a ConfigError when the pool cannot supply it."""
+    b, f = cfg.train.batch_size, cfg.selection.filter_ratio
+    big_b = C.super_batch(b, f) if selecting else b
+    if big_b > pool_size:
+        raise C.ConfigError(f"train.batch_size={b} with selection.filter_ratio={f} draws {big_b} candidates a step "
+                            f"but the pool holds only {pool_size}; lower the batch size or the ratio")
+    return big_b
+
+
+def seeded(build: Callable[[], nn.Module], seed: int, device: torch.device) -> nn.Module:
+    """`build()` with its weights drawn from `seed`, leaving the caller's global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build().to(device)
+
+
+def make_ema(model: nn.Module, decay: float) -> tuple[AveragedModel | None, float]:
+    """An EMA of the model's weights and BN buffers (None when decay is 0), and its FLOPs per
+    update (3 per parameter). Evaluating it measures the model, not the last step's noise."""
+    if not decay:
+        return None, 0.0
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    return ema, 3.0 * sum(p.numel() for p in model.parameters())
