@@ -34,8 +34,7 @@ from learnability.pairs.pairset import PairSplits
 from learnability.pairs.tokenizer import WordTokenizer
 from learnability.reference import load_or_train_reference
 from learnability.scores import get_score
-from learnability.runtime import make_ema, seeded, start_run, super_batch_size
-from learnability.selector import Selector
+from learnability.runtime import build_selector, make_ema, seeded, start_run, super_batch_size
 
 
 def train_loss_fn(kind: str):
@@ -137,12 +136,9 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None) -> di
                 cache_fingerprint=pool.fingerprint() + vocab_fp, loss_fn=actor_loss)
             ledger.add("reference", flops=ref.one_off_flops, seconds=ref.one_off_seconds)
             ref_losses = ref.losses
-        selector = Selector(
-            score=s.score, batch_size=b, proxy=proxy,
-            proxy_optimizer=torch.optim.AdamW(proxy.parameters(), lr=s.proxy_lr) if proxy is not None else None,
-            reference=reference, reference_losses=ref_losses, learner=learner if "learner" in needs else None,
-            sampler=s.sampler, temperature=s.temperature, loss_fn=actor_loss, seed=t.seed + 4, ledger=ledger,
-            autocast=autocast, train_loss_fn=train_loss, pair_loss_fn=pair_loss_fn, n_chunks=p.n_chunks)
+        selector = build_selector(cfg, proxy=proxy, reference=reference, reference_losses=ref_losses,
+                                  learner=learner, ledger=ledger, autocast=autocast, loss_fn=actor_loss,
+                                  train_loss_fn=train_loss, pair_loss_fn=pair_loss_fn, n_chunks=p.n_chunks)
 
     # Evaluation data: class prompts for zero-shot, the first `retrieval_size` clean test pairs.
     prompts = tokenizer.encode(class_prompts(test.class_names)) if test.labels is not None and test.class_names else None

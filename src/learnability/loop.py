@@ -23,8 +23,7 @@ from learnability.losses import cross_entropy
 from learnability.models import build_model
 from learnability.reference import prepare_reference
 from learnability.scores import get_score
-from learnability.runtime import make_ema, seeded, start_run, super_batch_size
-from learnability.selector import Selector
+from learnability.runtime import build_selector, make_ema, seeded, start_run, super_batch_size
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -89,11 +88,8 @@ def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
                     device=device, progress=cfg.progress)
                 ledger.add("reference", flops=ref.one_off_flops, seconds=ref.one_off_seconds)
                 ref_losses = ref.losses
-        selector = Selector(
-            score=s.score, batch_size=b, proxy=proxy,
-            proxy_optimizer=torch.optim.AdamW(proxy.parameters(), lr=s.proxy_lr) if proxy is not None else None,
-            reference=reference, reference_losses=ref_losses, learner=learner if "learner" in needs else None,
-            sampler=s.sampler, temperature=s.temperature, seed=t.seed + 4, ledger=ledger, autocast=autocast)
+        selector = build_selector(cfg, proxy=proxy, reference=reference, reference_losses=ref_losses,
+                                  learner=learner, ledger=ledger, autocast=autocast)
     stream = IndexStream(len(pool), big_b, t.seed + 5)
     metrics = JsonlWriter(os.path.join(cfg.out, "metrics.jsonl"))
     bar = tqdm(range(1, t.steps + 1), desc=f"train {s.score}", disable=not cfg.progress, leave=False)

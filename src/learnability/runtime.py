@@ -10,6 +10,10 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from learnability import config as C
+from learnability.flops import Ledger
+from learnability.reference import ReferenceLosses
+from learnability.scores import get_score
+from learnability.selector import Selector
 
 
 def start_run(cfg: C.RunConfig) -> tuple[torch.device, bool]:
@@ -50,3 +54,17 @@ def make_ema(model: nn.Module, decay: float) -> tuple[AveragedModel | None, floa
         return None, 0.0
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
     return ema, 3.0 * sum(p.numel() for p in model.parameters())
+
+
+def build_selector(cfg: C.RunConfig, *, proxy: nn.Module | None, reference: nn.Module | None,
+                   reference_losses: ReferenceLosses | None, learner: nn.Module, ledger: Ledger, autocast: bool,
+                   **task: object) -> Selector:
+    """The Selector of a run from its config (the only place that reads `selection` for it);
+    `task` passes the task's loss functions (`loss_fn`, `train_loss_fn`, `pair_loss_fn`, `n_chunks`)."""
+    s = cfg.selection
+    return Selector(
+        score=s.score, batch_size=cfg.train.batch_size, proxy=proxy,
+        proxy_optimizer=torch.optim.AdamW(proxy.parameters(), lr=s.proxy_lr) if proxy is not None else None,
+        reference=reference, reference_losses=reference_losses,
+        learner=learner if "learner" in get_score(s.score).needs else None, sampler=s.sampler,
+        temperature=s.temperature, seed=cfg.train.seed + 4, ledger=ledger, autocast=autocast, **task)
