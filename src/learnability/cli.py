@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -37,18 +38,46 @@ def _split_out(args: list[str]) -> tuple[str, list[str]]:
     return out, rest
 
 
+def _split_resume(args: list[str]) -> tuple[str, list[str]]:
+    """`--resume DIR` / `--resume=DIR` out of the arguments ("" when absent)."""
+    for i, a in enumerate(args):
+        if a == "--resume":
+            if i + 1 == len(args) or args[i + 1].startswith("--"):
+                raise C.ConfigError("--resume needs the run folder to continue: --resume RUN_DIR")
+            return args[i + 1], args[:i] + args[i + 2:]
+        if a.startswith("--resume="):
+            return a.split("=", 1)[1], args[:i] + args[i + 1:]
+    return "", args
+
+
+def resumed_config(run_dir: str, overrides: list[str]) -> C.RunConfig:
+    """The saved config of `run_dir`; only `--progress` may change on resume."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise C.ConfigError(f"--resume {run_dir}: no config.json there; is it a run folder written by `learnability run`?")
+    extra = [a for a in overrides if not a.startswith("--progress")]
+    if extra:
+        raise C.ConfigError(f"--resume continues the run with its saved config.json; drop {' '.join(extra)}")
+    with open(path) as f:
+        cfg = C.from_dict(C.RunConfig, json.load(f))
+    return dataclasses.replace(C.apply_overrides(cfg, overrides), out=run_dir)
+
+
 def cmd_run(args: list[str]) -> int:
     from learnability.loop import run
 
+    resume, args = _split_resume(args)
     out, rest = _split_out(args)
-    cfg = C.apply_overrides(C.RunConfig(), rest)
-    cfg = dataclasses.replace(cfg, out=_out(out, "run"))
+    if resume:
+        cfg = resumed_config(resume, rest + ([f"--out={out}"] if out else []))
+    else:
+        cfg = dataclasses.replace(C.apply_overrides(C.RunConfig(), rest), out=_out(out, "run"))
     if cfg.task == "clip":
         from learnability.clip_loop import run_clip
 
-        summary = run_clip(cfg)
+        summary = run_clip(cfg, resume=bool(resume))
     else:
-        summary = run(cfg)
+        summary = run(cfg, resume=bool(resume))
     print(f"{summary['arm']}: final test accuracy {summary['final_accuracy']:.4f} after {summary['steps']} steps; "
           f"files in {cfg.out}")
     return 0
@@ -102,7 +131,8 @@ def cmd_demo(args: list[str]) -> int:
 COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "demo": cmd_demo}
 USAGE = """usage: learnability {run,compare,report,demo} [--section.field=value ...]
 
-  run       train one arm (--selection.score=learnability|hard_learner|easy_reference|rho|uniform)
+  run       train one arm (--selection.score=learnability|hard_learner|easy_reference|rho|uniform);
+            --checkpoint.every=N writes checkpoints; `run --resume RUN_DIR` continues a killed run
   compare   arms side by side on the same data and seeds (--arms=uniform,learnability,...) + report;
             --task=clip: image-text pairs, arms uniform,activeclip,jest
   report    RUN_DIR... -> report.md and PNG plots, from the run files alone
@@ -121,12 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"learnability: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
+    from learnability.checkpoint import CheckpointError
     from learnability.loop import NonFiniteLossError
     from learnability.reference import CacheMismatchError
 
     try:
         return COMMANDS[argv[0]](argv[1:])
-    except (C.ConfigError, CacheMismatchError, FileNotFoundError, ValueError) as e:
+    except (C.ConfigError, CacheMismatchError, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"learnability {argv[0]}: error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:

@@ -19,13 +19,15 @@ import torch
 from tqdm.auto import tqdm
 
 from learnability import config as C
+from learnability import faults
+from learnability.checkpoint import Checkpointer
 from learnability.batch import take
 from learnability.clip_eval import embed, retrieval_recall, zero_shot_accuracy
 from learnability.contrastive import clip_loss, clip_loss_per_example, dot_product_loss, joint_loss_matrix, siglip_loss
 from learnability.data import IndexStream
 from learnability.dual import build_dual
 from learnability.flops import Ledger, measure_loss_cost
-from learnability.io import JsonlWriter, atomic_write_text
+from learnability.io import atomic_write_text, ids_digest
 from learnability.joint import list_joint_samplers
 from learnability.loop import NonFiniteLossError
 from learnability.pairs import CLEAN, class_prompts
@@ -87,11 +89,13 @@ def train_pairs(model, images, tokens, *, epochs, batch_size, lr, seed, loss_fn,
             loss.backward()
             opt.step()
             seen += len(idx)
+            faults.point("reference_train")
     return seen
 
 
-def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None) -> dict:
-    """Train one image-text arm as configured; returns the summary also written to `summary.json`."""
+def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None, resume: bool = False) -> dict:
+    """Train one image-text arm as configured; returns the summary also written to `summary.json`.
+    With `resume`, continue from the newest good checkpoint in `cfg.out` (from the start if none)."""
     device, autocast = start_run(cfg)
     t, s, p, r = cfg.train, cfg.selection, cfg.pairs, cfg.reference
 
@@ -145,10 +149,14 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None) -> di
     test_tokens = tokenizer.encode(test.captions)
     n_ret = min(p.retrieval_size, len(test))
     stream = IndexStream(len(pool), big_b, t.seed + 5)
-    metrics = JsonlWriter(os.path.join(cfg.out, "metrics.jsonl"))
+    parts = {"learner": learner, "optimizer": optimizer, "ema": ema, "selector": selector, "ledger": ledger,
+             "stream": stream}
+    ckpt = Checkpointer(cfg.out, cfg.checkpoint.every, cfg.checkpoint.keep, resume)
+    first, saved, metrics = ckpt.resume(parts, os.path.join(cfg.out, "metrics.jsonl"))
+    accuracy = saved.get("accuracy", float("nan"))
     arm = cfg.name or s.score
-    bar = tqdm(range(1, t.steps + 1), desc=f"train {arm}", disable=not cfg.progress, leave=False)
-    accuracy = float("nan")
+    bar = tqdm(range(first, t.steps + 1), desc=f"train {arm}", disable=not cfg.progress, leave=False,
+               initial=first - 1, total=t.steps)
 
     for step in bar:
         # 1. Draw B candidate pairs (b when training uniformly).
@@ -192,6 +200,7 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None) -> di
         # Log: cumulative FLOPs and seconds, corrupted fraction selected, zero-shot and retrieval.
         code = pool.corruption[pos]
         row.update({"examples_seen": step * b, "candidates_drawn": stream.drawn, "loss_learner": loss.item(),
+                    "selected_digest": ids_digest(pool.ids[pos]),
                     "corrupted_selected": float((code != CLEAN).float().mean()), "skipped_bad_rows": skipped})
         row.update(ledger.row())
         if step % t.eval_every == 0 or step == t.steps:
@@ -209,6 +218,8 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None) -> di
             row["seconds_eval"] = ledger.seconds["eval"]
             bar.set_postfix(acc=f"{accuracy:.3f}")
         metrics.write(row)
+        ckpt.maybe_save(step, parts, metrics_rows=step, accuracy=accuracy)
+        faults.point("step")
     metrics.close()
 
     summary = {

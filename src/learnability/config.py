@@ -99,6 +99,12 @@ class PairsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = 0                 # write a checkpoint every N steps (0: never); resume with `run --resume DIR`
+    keep: int = 2                  # newest checkpoints kept (a damaged newest one falls back to the previous)
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -106,6 +112,7 @@ class RunConfig:
     reference: ReferenceConfig = ReferenceConfig()
     train: TrainConfig = TrainConfig()
     pairs: PairsConfig = PairsConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
     task: str = "classify"         # classify | clip
     name: str = ""                 # the arm's name in reports ("" = the score)
     out: str = "runs/run"
@@ -251,6 +258,8 @@ def validate(cfg: RunConfig) -> None:
         (r.train_on in ("curated", "pool", "online"), "reference.train_on", "must be curated, pool or online"),
         (r.epochs >= 1 and r.batch_size >= 1, "reference.epochs/batch_size", "must be >= 1"),
         (d.reference_size >= 0 and d.pool_size >= 0 and d.test_size >= 0, "data sizes", "must not be negative"),
+        (cfg.checkpoint.every >= 0, "checkpoint.every", "must be >= 0 (0: no checkpoints)"),
+        (cfg.checkpoint.keep >= 1, "checkpoint.keep", "must be >= 1"),
     ]
     if cfg.task == "clip":
         from learnability.dual import list_dual_models

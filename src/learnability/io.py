@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -10,7 +11,8 @@ from typing import Any
 import torch
 
 
-def _atomic(path: str, write) -> None:
+def atomic_write(path: str, write) -> None:
+    """Call `write(f)` on a temporary file beside `path`, fsync, rename over `path`: never half-written."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
@@ -28,26 +30,34 @@ def _atomic(path: str, write) -> None:
 
 def atomic_write_text(path: str, text: str) -> None:
     """Write `text` to `path` via a temporary file, fsync and rename: never half-written."""
-    _atomic(path, lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
-    _atomic(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def ids_digest(ids: torch.Tensor) -> str:
+    """A short hash of a sequence of int64 example ids (logged per step: equal digests, equal selections)."""
+    return hashlib.blake2b(ids.to(torch.int64).cpu().contiguous().numpy().tobytes(), digest_size=8).hexdigest()
 
 
 class JsonlWriter:
-    """Appends one JSON object per line, flushed per row, so a killed run keeps what it logged."""
+    """Appends one JSON object per line. Each row is opened, written, flushed and closed, so a
+    killed or interrupted run keeps what it logged and leaves no open file behind."""
 
     def __init__(self, path: str, mode: str = "w"):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.f = open(path, mode)
+        self.path = path
+        if mode == "w":
+            open(path, "w").close()
 
     def write(self, row: dict) -> None:
-        self.f.write(json.dumps(row) + "\n")
-        self.f.flush()
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
     def close(self) -> None:
-        self.f.close()
+        """Nothing stays open between rows; kept for callers that close explicitly."""
 
 
 def read_jsonl(path: str) -> list[dict]:

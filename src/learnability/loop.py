@@ -15,10 +15,12 @@ import torch
 from tqdm.auto import tqdm
 
 from learnability import config as C
+from learnability import faults
+from learnability.checkpoint import Checkpointer
 from learnability.data import CLEAN, DUPLICATE, JUNK, LABEL_NOISE, IndexStream, Splits, build_data
 from learnability.data.imageset import ImageSet
 from learnability.flops import Ledger, measure_cost, step_flops
-from learnability.io import JsonlWriter, atomic_write_text
+from learnability.io import atomic_write_text, ids_digest
 from learnability.losses import cross_entropy
 from learnability.models import build_model
 from learnability.reference import prepare_reference
@@ -50,8 +52,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
-    """Train one arm as configured; returns the summary also written to `summary.json`."""
+def run(cfg: C.RunConfig, splits: Splits | None = None, resume: bool = False) -> dict:
+    """Train one arm as configured; returns the summary also written to `summary.json`. With
+    `resume`, continue from the newest good checkpoint in `cfg.out` (from the start if none)."""
     device, autocast = start_run(cfg)
     t, s = cfg.train, cfg.selection
 
@@ -91,9 +94,17 @@ def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
         selector = build_selector(cfg, proxy=proxy, reference=reference, reference_losses=ref_losses,
                                   learner=learner, ledger=ledger, autocast=autocast)
     stream = IndexStream(len(pool), big_b, t.seed + 5)
-    metrics = JsonlWriter(os.path.join(cfg.out, "metrics.jsonl"))
-    bar = tqdm(range(1, t.steps + 1), desc=f"train {s.score}", disable=not cfg.progress, leave=False)
-    accuracy = float("nan")
+
+    # Everything a resumed run needs to continue bit for bit (the frozen reference is reloaded).
+    parts = {"learner": learner, "optimizer": optimizer, "ema": ema, "selector": selector, "ledger": ledger,
+             "stream": stream}
+    if online_ref is not None:
+        parts.update(zip(("reference_online", "reference_optimizer", "reference_stream"), online_ref))
+    ckpt = Checkpointer(cfg.out, cfg.checkpoint.every, cfg.checkpoint.keep, resume)
+    first, saved, metrics = ckpt.resume(parts, os.path.join(cfg.out, "metrics.jsonl"))
+    accuracy = saved.get("accuracy", float("nan"))
+    bar = tqdm(range(first, t.steps + 1), desc=f"train {s.score}", disable=not cfg.progress, leave=False,
+               initial=first - 1, total=t.steps)
 
     for step in bar:
         # 1. Draw B candidates (b when training uniformly).
@@ -152,6 +163,7 @@ def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
         code = pool.corruption[pos]
         row.update({
             "examples_seen": step * b, "candidates_drawn": stream.drawn, "loss_learner": loss.item(),
+            "selected_digest": ids_digest(pool.ids[pos]),
             "corrupted_selected": float((code != CLEAN).float().mean()),
             "label_noise_selected": float((code == LABEL_NOISE).float().mean()),
             "duplicate_selected": float((code == DUPLICATE).float().mean()),
@@ -166,6 +178,8 @@ def run(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
             row["test_accuracy"] = accuracy
             bar.set_postfix(acc=f"{accuracy:.3f}")
         metrics.write(row)
+        ckpt.maybe_save(step, parts, metrics_rows=step, accuracy=accuracy)
+        faults.point("step")
     metrics.close()
 
     per_step = step_flops(learner=learner_cost, b=b, big_b=big_b if selecting else 0,

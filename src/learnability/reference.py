@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from learnability import faults
 from learnability.data.imageset import ImageSet
 from learnability.flops import ModelCost
 from learnability.io import atomic_torch_save, atomic_write_text
@@ -84,6 +85,7 @@ def train_model(model: nn.Module, data: ImageSet, *, epochs: int, batch_size: in
             opt.step()
             seen += len(idx)
             bar.update()
+            faults.point("reference_train")
     bar.close()
     model.eval()
     return seen

@@ -1,0 +1,22 @@
+"""Fault injection for the crash tests: `LEARNABILITY_KILL_AT=<point>:<n>` makes the process
+SIGKILL itself the n-th time it reaches `point(<point>)` (e.g. `checkpoint_write:2`, mid-way
+through writing the second checkpoint). Unset, `point` costs one dict lookup."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_seen: dict[str, int] = {}
+
+
+def point(name: str) -> None:
+    spec = os.environ.get("LEARNABILITY_KILL_AT")
+    if not spec:
+        return
+    want, _, n = spec.partition(":")
+    if want != name:
+        return
+    _seen[name] = _seen.get(name, 0) + 1
+    if _seen[name] == int(n or 1):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,194 @@
+"""Checkpoints: atomic, checksummed, fall back to the previous good one; resume is bit-identical.
+
+The SIGKILL test runs the real command line in a subprocess and kills it at random points
+(during reference training, mid-way through a checkpoint write, between checkpoints, at a random
+time); the resumed run's selected ids, losses, FLOPs and accuracies equal the uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from learnability import checkpoint as ck
+from learnability import config as C
+from learnability import faults
+from learnability.cli import main
+from learnability.io import read_jsonl
+from learnability.loop import run
+
+TINY = ["--data.source=digits", "--data.reference_size=300", "--data.label_noise=0.4",
+        "--model.learner=cnn_tiny", "--model.proxy=mlp_tiny", "--train.steps=30", "--train.batch_size=32",
+        "--train.eval_every=5", "--reference.epochs=3", "--progress=false", "--train.threads=1"]
+
+
+def same_rows(a: list[dict], b: list[dict]) -> None:
+    """Every logged value but wall-clock seconds is equal, bit for bit."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert set(x) == set(y)
+        for k in x:
+            if not k.startswith("seconds"):
+                assert x[k] == y[k], (x["step"], k, x[k], y[k])
+
+
+def test_encode_decode_roundtrip_and_checksum():
+    state = {"w": torch.arange(5.0), "step": 3}
+    blob = ck.encode(state)
+    out = ck.decode(blob)
+    assert out["step"] == 3 and torch.equal(out["w"], state["w"])
+    damaged = bytearray(blob)
+    damaged[-3] ^= 0xFF
+    with pytest.raises(ck.CheckpointError, match="checksum"):
+        ck.decode(bytes(damaged), "x.ckpt")
+    with pytest.raises(ck.CheckpointError, match="not a learnability checkpoint"):
+        ck.decode(b"PK\x03\x04" + blob[4:], "x.ckpt")
+
+
+def test_write_prunes_to_keep_and_lists_newest_first(tmp_path):
+    for step in (5, 10, 15, 20):
+        ck.write(str(tmp_path), step, {"step": step}, keep=2)
+    names = [os.path.basename(p) for p in ck.list_checkpoints(str(tmp_path))]
+    assert names == ["step-00000020.ckpt", "step-00000015.ckpt"]
+    assert ck.load_latest(str(tmp_path))["step"] == 20
+
+
+def test_damaged_newest_falls_back_to_previous_with_a_warning(tmp_path, capsys):
+    for step in (5, 10):
+        ck.write(str(tmp_path), step, {"step": step}, keep=2)
+    newest = ck.list_checkpoints(str(tmp_path))[0]
+    data = bytearray(Path(newest).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    Path(newest).write_bytes(bytes(data))
+    assert ck.load_latest(str(tmp_path))["step"] == 5
+    assert "step-00000010.ckpt is damaged" in capsys.readouterr().err
+
+
+def test_every_checkpoint_damaged_is_a_clear_error(tmp_path):
+    ck.write(str(tmp_path), 5, {"step": 5})
+    path = Path(ck.list_checkpoints(str(tmp_path))[0])
+    path.write_bytes(path.read_bytes()[:40])  # truncated
+    with pytest.raises(ck.CheckpointError, match="no usable checkpoint.*Delete"):
+        ck.load_latest(str(tmp_path))
+
+
+def test_a_failed_write_never_replaces_the_good_checkpoint(tmp_path, monkeypatch):
+    ck.write(str(tmp_path), 5, {"step": 5})
+    good = Path(ck.list_checkpoints(str(tmp_path))[0]).read_bytes()
+
+    def boom(name):
+        if name == "checkpoint_write":
+            raise OSError("disk full")
+
+    monkeypatch.setattr(faults, "point", boom)
+    with pytest.raises(OSError):
+        ck.write(str(tmp_path), 10, {"step": 10})
+    assert os.listdir(tmp_path / "checkpoints") == ["step-00000005.ckpt"]  # no temporary left, no new file
+    assert Path(ck.list_checkpoints(str(tmp_path))[0]).read_bytes() == good
+
+
+def test_reopen_metrics_drops_rows_after_the_checkpoint_and_torn_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"ste')
+    w = ck.reopen_metrics(str(path), 2)
+    w.write({"step": 3})
+    w.close()
+    assert [r["step"] for r in read_jsonl(str(path))] == [1, 2, 3]
+    with pytest.raises(ck.CheckpointError, match="fewer complete rows"):
+        ck.reopen_metrics(str(path), 7)
+
+
+def test_restore_refuses_a_checkpoint_of_another_config():
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    state = ck.capture({"learner": a, "proxy": None})
+    with pytest.raises(ck.CheckpointError, match="another config"):
+        ck.restore({"learner": b, "selector": b}, state)
+    ck.restore({"learner": b}, state)
+    assert torch.equal(a.weight, b.weight)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _interrupt_at(monkeypatch, name: str, n: int) -> None:
+    seen = {"n": 0}
+
+    def point(p):
+        if p == name:
+            seen["n"] += 1
+            if seen["n"] == n:
+                raise Interrupt(p)
+
+    monkeypatch.setattr(faults, "point", point)
+
+
+@pytest.mark.parametrize("extra", [["--selection.score=learnability"], ["--selection.score=uniform"],
+                                   ["--selection.score=learnability", "--reference.train_on=online", "--train.ema=0"]])
+def test_resume_in_process_is_bit_identical(tmp_path, monkeypatch, extra):
+    cfg = C.apply_overrides(C.RunConfig(), TINY + extra + ["--checkpoint.every=4"])
+    full = run(C.dataclasses.replace(cfg, out=str(tmp_path / "full")))
+    part = C.dataclasses.replace(cfg, out=str(tmp_path / "part"))
+    _interrupt_at(monkeypatch, "step", 10)  # after step 10's row, two steps past the step-8 checkpoint
+    with pytest.raises(Interrupt):
+        run(part)
+    monkeypatch.setattr(faults, "point", lambda name: None)
+    resumed = run(part, resume=True)
+    same_rows(read_jsonl(str(tmp_path / "full" / "metrics.jsonl")), read_jsonl(str(tmp_path / "part" / "metrics.jsonl")))
+    assert resumed["final_accuracy"] == full["final_accuracy"]
+    assert resumed["ledger"]["flops"] == full["ledger"]["flops"]
+
+
+def test_resume_cli_errors(tmp_path, capsys):
+    assert main(["run", "--resume"]) == 2
+    assert "--resume needs the run folder" in capsys.readouterr().err
+    assert main(["run", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "no config.json there" in capsys.readouterr().err
+    out = tmp_path / "r"
+    assert main(["run", f"--out={out}", *TINY, "--train.steps=2", "--selection.score=uniform"]) == 0
+    assert main(["run", "--resume", str(out), "--train.lr=0.1"]) == 2
+    assert "drop --train.lr=0.1" in capsys.readouterr().err
+    assert main(["run", f"--out={tmp_path / 'x'}", *TINY, "--checkpoint.every=-1"]) == 2
+    assert "checkpoint.every" in capsys.readouterr().err
+
+
+def _cli(args: list[str], kill_at: str = "", kill_after: float = 0.0) -> int:
+    env = dict(os.environ, LEARNABILITY_KILL_AT=kill_at)
+    p = subprocess.Popen([sys.executable, "-m", "learnability.cli", *args], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if kill_after:
+        try:
+            p.wait(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGKILL)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode in (0, -signal.SIGKILL), err
+    return p.returncode
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
+    args = TINY + ["--selection.score=learnability", "--train.steps=40", "--checkpoint.every=3"]
+    assert _cli(["run", f"--out={tmp_path / 'full'}", *args]) == 0
+    rng = random.Random(int(time.time()))  # 3 epochs x 3 batches of reference training: 9 points
+    run_dir = str(tmp_path / "killed")
+    kills = [("reference_train", rng.randint(1, 9)), ("checkpoint_write", rng.randint(1, 3)),
+             ("step", rng.randint(1, 8)), ("step", rng.randint(1, 8)), ("checkpoint_write", 1)]
+    first = True
+    for point, n in kills:
+        cmd = ["run", f"--out={run_dir}", *args] if first else ["run", "--resume", run_dir]
+        assert _cli(cmd, kill_at=f"{point}:{n}") == -signal.SIGKILL, (point, n)
+        first = False
+        assert not os.path.exists(os.path.join(run_dir, "summary.json"))
+    _cli(["run", "--resume", run_dir], kill_after=rng.uniform(2.0, 6.0))  # a kill at a random time
+    assert _cli(["run", "--resume", run_dir]) == 0
+    same_rows(read_jsonl(str(tmp_path / "full" / "metrics.jsonl")), read_jsonl(os.path.join(run_dir, "metrics.jsonl")))
+    assert not [f for f in os.listdir(os.path.join(run_dir, "checkpoints")) if f.endswith(".tmp")]
