@@ -192,3 +192,24 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
     assert _cli(["run", "--resume", run_dir]) == 0
     same_rows(read_jsonl(str(tmp_path / "full" / "metrics.jsonl")), read_jsonl(os.path.join(run_dir, "metrics.jsonl")))
     assert not [f for f in os.listdir(os.path.join(run_dir, "checkpoints")) if f.endswith(".tmp")]
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist not installed")
+@pytest.mark.parametrize("sampler", ["softmax", "jest"])
+def test_clip_resume_in_process_is_bit_identical(tmp_path, monkeypatch, sampler):
+    from learnability.clip_loop import run_clip
+
+    args = ["--task=clip", "--data.pool_size=400", "--data.reference_size=200", "--data.test_size=100",
+            "--pairs.retrieval_size=100", "--train.batch_size=16", "--train.steps=12", "--train.eval_every=4",
+            "--reference.epochs=1", "--pairs.n_chunks=4", "--progress=false", "--train.threads=1",
+            "--selection.score=learnability", f"--selection.sampler={sampler}", "--checkpoint.every=3"]
+    cfg = C.apply_overrides(C.RunConfig(), args)
+    full = run_clip(C.dataclasses.replace(cfg, out=str(tmp_path / "full")))
+    part = C.dataclasses.replace(cfg, out=str(tmp_path / "part"))
+    _interrupt_at(monkeypatch, "step", 8)
+    with pytest.raises(Interrupt):
+        run_clip(part)
+    monkeypatch.setattr(faults, "point", lambda name: None)
+    resumed = run_clip(part, resume=True)
+    same_rows(read_jsonl(str(tmp_path / "full" / "metrics.jsonl")), read_jsonl(str(tmp_path / "part" / "metrics.jsonl")))
+    assert resumed["final_accuracy"] == full["final_accuracy"]
