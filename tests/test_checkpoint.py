@@ -213,3 +213,20 @@ def test_clip_resume_in_process_is_bit_identical(tmp_path, monkeypatch, sampler)
     resumed = run_clip(part, resume=True)
     same_rows(read_jsonl(str(tmp_path / "full" / "metrics.jsonl")), read_jsonl(str(tmp_path / "part" / "metrics.jsonl")))
     assert resumed["final_accuracy"] == full["final_accuracy"]
+
+
+def test_compare_resume_keeps_finished_arms_and_continues_the_rest(tmp_path, monkeypatch, capsys):
+    args = ["--arms=uniform,learnability", *TINY, "--checkpoint.every=4"]
+    assert main(["compare", f"--out={tmp_path / 'full'}", *args]) == 0
+    _interrupt_at(monkeypatch, "step", 30 + 9)  # the uniform arm's 30 steps, then 9 of learnability's
+    with pytest.raises(Interrupt):
+        main(["compare", f"--out={tmp_path / 'part'}", *args])
+    uniform_summary = (tmp_path / "part" / "uniform" / "summary.json").read_bytes()
+    monkeypatch.setattr(faults, "point", lambda name: None)
+    assert main(["compare", "--resume", str(tmp_path / "part")]) == 0
+    assert (tmp_path / "part" / "uniform" / "summary.json").read_bytes() == uniform_summary  # not rerun
+    for arm in ("uniform", "learnability"):
+        same_rows(read_jsonl(str(tmp_path / "full" / arm / "metrics.jsonl")),
+                  read_jsonl(str(tmp_path / "part" / arm / "metrics.jsonl")))
+    assert main(["compare", "--resume", str(tmp_path / "part"), "--arms=rho"]) == 2
+    assert "drop --arms=rho" in capsys.readouterr().err

@@ -91,9 +91,15 @@ def _print_table(path: str, rows: list[dict]) -> None:
 
 
 def cmd_compare(args: list[str], defaults: list[str] | None = None) -> int:
-    from learnability.compare import compare
+    from learnability.compare import compare, resumed_compare
 
+    resume, args = _split_resume(args)
     out, rest = _split_out(args)
+    if resume:
+        cfg, arms = resumed_compare(resume, rest + ([f"--out={out}"] if out else []))
+        path, rows = compare(cfg, arms, resume, resume=True)
+        _print_table(path, rows)
+        return 0
     arms: list[str] = []
     overrides = list(defaults or [])
     for a in rest:
@@ -134,6 +140,7 @@ USAGE = """usage: learnability {run,compare,report,demo} [--section.field=value 
   run       train one arm (--selection.score=learnability|hard_learner|easy_reference|rho|uniform);
             --checkpoint.every=N writes checkpoints; `run --resume RUN_DIR` continues a killed run
   compare   arms side by side on the same data and seeds (--arms=uniform,learnability,...) + report;
+            `compare --resume DIR` keeps finished arms and continues the others from their checkpoints;
             --task=clip: image-text pairs, arms uniform,activeclip,jest
   report    RUN_DIR... -> report.md and PNG plots, from the run files alone
   demo      the compare on Fashion-MNIST at 40% label noise, small settings

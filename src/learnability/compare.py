@@ -24,9 +24,11 @@ def arm_config(cfg: C.RunConfig, arm: str, out: str) -> C.RunConfig:
     return dataclasses.replace(cfg, selection=selection, name=arm, out=os.path.join(out, arm))
 
 
-def compare(cfg: C.RunConfig, arms: Sequence[str], out: str, amortise: int = 10) -> tuple[str, list[dict]]:
+def compare(cfg: C.RunConfig, arms: Sequence[str], out: str, amortise: int = 10,
+            resume: bool = False) -> tuple[str, list[dict]]:
     """Train each arm into `out/<arm>` on the same data, sharing one reference in `out/reference`;
-    then write the report into `out`."""
+    then write the report into `out`. With `resume`, finished arms are kept and the others
+    continue from their newest checkpoint."""
     arms = list(dict.fromkeys(arms))
     if not arms:
         raise C.ConfigError("--arms: no arm given")
@@ -42,13 +44,30 @@ def compare(cfg: C.RunConfig, arms: Sequence[str], out: str, amortise: int = 10)
         from learnability.pairs.build import build_pairs
 
         data = build_pairs(cfg)
-        for c in configs:
-            run_clip(c, data)
+        for c in _todo(configs, resume):
+            run_clip(c, data, resume=resume)
     else:
         from learnability.data import build_data
         from learnability.loop import run
 
         splits = build_data(cfg.data)
-        for c in configs:
-            run(c, splits)
+        for c in _todo(configs, resume):
+            run(c, splits, resume=resume)
     return build_report([c.out for c in configs], out, amortise)
+
+
+def _todo(configs: list[C.RunConfig], resume: bool) -> list[C.RunConfig]:
+    return [c for c in configs if not (resume and os.path.exists(os.path.join(c.out, "summary.json")))]
+
+
+def resumed_compare(out: str, overrides: list[str]) -> tuple[C.RunConfig, list[str]]:
+    """The config and arms saved in `out/compare.json`; only `--progress` may change on resume."""
+    path = os.path.join(out, "compare.json")
+    if not os.path.isfile(path):
+        raise C.ConfigError(f"--resume {out}: no compare.json there; is it a folder written by `learnability compare`?")
+    extra = [a for a in overrides if not a.startswith("--progress")]
+    if extra:
+        raise C.ConfigError(f"--resume continues the compare with its saved compare.json; drop {' '.join(extra)}")
+    with open(path) as f:
+        saved = json.load(f)
+    return C.apply_overrides(C.from_dict(C.RunConfig, saved["config"]), overrides), list(saved["arms"])
