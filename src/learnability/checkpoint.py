@@ -56,7 +56,7 @@ def decode(blob: bytes, path: str = "checkpoint") -> dict:
     digest, payload = blob[len(MAGIC):len(MAGIC) + 32], blob[len(MAGIC) + 32:]
     if hashlib.sha256(payload).digest() != digest:
         raise CheckpointError(f"{path} is damaged: its sha256 checksum does not match its contents")
-    return torch.load(io.BytesIO(payload), weights_only=False)
+    return torch.load(io.BytesIO(payload), weights_only=True)
 
 
 def write(run_dir: str, step: int, state: dict, keep: int = 2) -> str:
