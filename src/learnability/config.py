@@ -234,6 +234,7 @@ def save(cfg: Any, path: str) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Check values that no type can: impossible sizes, unknown names. Raises ConfigError."""
+    from learnability.data.sources import SOURCES
     from learnability.models import list_models
     from learnability.scores import list_scores
     from learnability.selection import list_samplers
@@ -268,6 +269,7 @@ def validate(cfg: RunConfig) -> None:
         (d.image_size >= 1, "data.image_size", "must be >= 1"),
         (d.channels in (1, 3), "data.channels", "must be 1 (grayscale) or 3 (RGB)"),
         (0 < d.test_fraction < 1, "data.test_fraction", "must be in (0, 1)"),
+        (d.source in SOURCES, "data.source", f"must be one of {', '.join(SOURCES)}"),
     ] + [(0 <= getattr(d, k) < 1, f"data.{k}", "must be in [0, 1)") for k in ("label_noise", "duplicates", "junk")]
     if cfg.task == "clip":
         from learnability.dual import list_dual_models
