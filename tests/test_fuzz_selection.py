@@ -238,7 +238,7 @@ def test_jest_overflowing_sums_are_a_clear_error() -> None:
 def test_jest_on_all_equal_scores_is_uniform() -> None:
     m = torch.zeros(5, 5)
     g = torch.Generator().manual_seed(1)
-    draws = 2500
+    draws = 1500
     counts = torch.zeros(5)
     for _ in range(draws):
         counts[jest_sample(m, 2, 2, temperature=5e-324, generator=g)] += 1
@@ -395,3 +395,10 @@ def test_selector_uniform_b_equals_b_super_is_a_permutation_of_everything() -> N
     sel = Selector(score="uniform", batch_size=7, seed=3)
     x = torch.arange(7)
     assert sorted(sel.select(x).tolist()) == list(range(7))
+
+
+def test_cached_reference_without_ids_is_refused() -> None:
+    cache = ReferenceLosses.from_unsorted(torch.arange(4), torch.rand(4))
+    sel = Selector(score="easy_reference", batch_size=2, reference_losses=cache)
+    with pytest.raises(ValueError, match="pass the super-batch's ids"):
+        sel.select(torch.zeros(4, 2))
