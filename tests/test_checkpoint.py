@@ -230,3 +230,19 @@ def test_compare_resume_keeps_finished_arms_and_continues_the_rest(tmp_path, mon
                   read_jsonl(str(tmp_path / "part" / arm / "metrics.jsonl")))
     assert main(["compare", "--resume", str(tmp_path / "part"), "--arms=rho"]) == 2
     assert "drop --arms=rho" in capsys.readouterr().err
+
+
+def test_a_diverged_proxy_stops_with_exit_1_and_keeps_files(tmp_path, monkeypatch, capsys):
+    from learnability.selector import Selector
+
+    real = Selector._model_losses
+
+    def nan_online(self, which, batch):
+        out = real(self, which, batch)
+        return out * float("nan") if which == "proxy" else out
+
+    monkeypatch.setattr(Selector, "_model_losses", nan_online)
+    out = tmp_path / "nan"
+    assert main(["run", f"--out={out}", *TINY, "--selection.score=learnability"]) == 1
+    assert "non-finite" in capsys.readouterr().err
+    assert (out / "config.json").is_file()

@@ -150,7 +150,7 @@ def test_validate_accepts_the_defaults() -> None:
     ("--model.learner=resnet9000", "model.learner"),
     ("--model.proxy=resnet9000", "model.proxy"),
     ("--reference.train_on=web", "reference.train_on"),
-    ("--data.pool_size=-1", "data sizes"),
+    ("--data.pool_size=-1", "data.pool_size"),
 ])
 def test_validate_rejects(arg: str, key: str) -> None:
     cfg = apply_overrides(RunConfig(), [arg])

@@ -159,17 +159,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"learnability: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     from learnability.checkpoint import CheckpointError
-    from learnability.loop import NonFiniteLossError
+    from learnability.scores import NonFiniteLossError
     from learnability.reference import CacheMismatchError
 
     try:
         return COMMANDS[argv[0]](argv[1:])
+    except NonFiniteLossError as e:  # before ValueError: it is both
+        print(f"learnability {argv[0]}: stopped: {e}", file=sys.stderr)
+        return 1
     except (C.ConfigError, CacheMismatchError, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"learnability {argv[0]}: error: {e}", file=sys.stderr)
         return 2
-    except NonFiniteLossError as e:
-        print(f"learnability {argv[0]}: stopped: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted; files written so far are kept", file=sys.stderr)
         return 130

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from typing import Any
 
@@ -150,9 +151,11 @@ def _coerce(key: str, raw: Any, typ: Any) -> Any:
                 raise ValueError
             return raw
         if origin is tuple:
-            items = raw if isinstance(raw, (list, tuple)) else [s for s in str(raw).split(",") if s]
+            if not isinstance(raw, (list, tuple, str)):
+                raise ValueError
+            items = raw if isinstance(raw, (list, tuple)) else [s for s in raw.split(",") if s]
             return tuple(_coerce(key, v, typing.get_args(typ)[0]) for v in items)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         pass
     else:
         raise ConfigError(f"{key}: unsupported field type {typ}")
@@ -173,10 +176,12 @@ def _unknown(key: str, name: str, options: list[str]) -> ConfigError:
 
 def from_dict(cls: type, d: dict, prefix: str = "") -> Any:
     """Build `cls` from a nested dict (as saved in config.json); strict on keys and types."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys to values, got {d!r}")
     fields = _fields(cls)
     kwargs = {}
     for k, v in d.items():
-        key = prefix + k
+        key = prefix + str(k)
         if k not in fields:
             raise _unknown(key, k, list(fields))
         typ = fields[k]
@@ -194,7 +199,7 @@ def apply_overrides(cfg: Any, args: list[str]) -> Any:
     i = 0
     while i < len(args):
         arg = args[i]
-        if not arg.startswith("--"):
+        if not isinstance(arg, str) or not arg.startswith("--"):
             raise ConfigError(f"unexpected argument {arg!r}; overrides look like --section.field=value")
         if "=" in arg:
             key, raw = arg[2:].split("=", 1)
@@ -236,6 +241,7 @@ def save(cfg: Any, path: str) -> None:
 
 def validate(cfg: RunConfig) -> None:
     """Check values that no type can: impossible sizes, unknown names. Raises ConfigError."""
+    from learnability.data.sources import SOURCES
     from learnability.models import list_models
     from learnability.scores import list_scores
     from learnability.selection import list_samplers
@@ -246,21 +252,34 @@ def validate(cfg: RunConfig) -> None:
         (t.batch_size >= 1, "train.batch_size", "must be >= 1"),
         (t.eval_every >= 1, "train.eval_every", "must be >= 1"),
         (t.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1"),
-        (t.lr > 0, "train.lr", "must be > 0"),
+        (0 < t.lr < math.inf, "train.lr", "must be a finite number > 0"),
+        (0 <= t.weight_decay < math.inf, "train.weight_decay", "must be a finite number >= 0"),
+        (0 <= t.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)"),
+        (t.threads >= 0, "train.threads", "must be >= 0 (0 leaves torch's default)"),
         (0.0 <= t.ema < 1.0, "train.ema", "must be in [0, 1) (0 turns the EMA off)"),
         (t.device in ("cpu", "cuda") or t.device.startswith("cuda:"), "train.device", "must be cpu or cuda"),
         (0.0 <= s.filter_ratio < 1.0, "selection.filter_ratio", "must be in [0, 1) (B = b / (1 - f))"),
         (s.temperature > 0 and s.temperature != float("inf"), "selection.temperature", "must be a finite number > 0"),
+        (0 < s.proxy_lr < math.inf, "selection.proxy_lr", "must be a finite number > 0"),
         (s.score in list_scores(), "selection.score", f"must be one of {', '.join(list_scores())}"),
         (s.sampler in list_samplers(), "selection.sampler", f"must be one of {', '.join(list_samplers())}"),
         (cfg.model.learner in list_models(), "model.learner", f"must be one of {', '.join(list_models())}"),
         (cfg.model.proxy in list_models(), "model.proxy", f"must be one of {', '.join(list_models())}"),
         (r.train_on in ("curated", "pool", "online"), "reference.train_on", "must be curated, pool or online"),
-        (r.epochs >= 1 and r.batch_size >= 1, "reference.epochs/batch_size", "must be >= 1"),
-        (d.reference_size >= 0 and d.pool_size >= 0 and d.test_size >= 0, "data sizes", "must not be negative"),
+        (r.epochs >= 1, "reference.epochs", "must be >= 1"),
+        (r.batch_size >= 1, "reference.batch_size", "must be >= 1"),
+        (0 < r.lr < math.inf, "reference.lr", "must be a finite number > 0"),
+        (d.reference_size >= 0, "data.reference_size", "must not be negative (data sizes)"),
+        (d.pool_size >= 0, "data.pool_size", "must not be negative (data sizes; 0 = every remaining example)"),
+        (d.test_size >= 0, "data.test_size", "must not be negative (data sizes; 0 = the whole test split)"),
+        (d.num_classes >= 0, "data.num_classes", "must not be negative (0 infers it from the labels)"),
+        (d.image_size >= 1, "data.image_size", "must be >= 1"),
+        (d.channels in (1, 3), "data.channels", "must be 1 (grayscale) or 3 (RGB)"),
+        (0 < d.test_fraction < 1, "data.test_fraction", "must be in (0, 1)"),
+        (d.source in SOURCES, "data.source", f"must be one of {', '.join(SOURCES)}"),
         (cfg.checkpoint.every >= 0, "checkpoint.every", "must be >= 0 (0: no checkpoints)"),
         (cfg.checkpoint.keep >= 1, "checkpoint.keep", "must be >= 1"),
-    ]
+    ] + [(0 <= getattr(d, k) < 1, f"data.{k}", "must be in [0, 1)") for k in ("label_noise", "duplicates", "junk")]
     if cfg.task == "clip":
         from learnability.dual import list_dual_models
         from learnability.joint import list_joint_samplers
@@ -274,6 +293,10 @@ def validate(cfg: RunConfig) -> None:
             (p.actor_loss in ("dot", "contrastive"), "pairs.actor_loss", "must be dot or contrastive"),
             (p.n_chunks >= 1, "pairs.n_chunks", "must be >= 1"),
             (p.max_len >= 3, "pairs.max_len", "must be >= 3"),
+            (p.image_size >= 1, "pairs.image_size", "must be >= 1"),
+            (p.retrieval_size >= 1, "pairs.retrieval_size", "must be >= 1"),
+            (0 <= p.two_objects <= 1, "pairs.two_objects", "must be in [0, 1]"),
+            *[(0 <= getattr(p, k) < 1, f"pairs.{k}", "must be in [0, 1)") for k in ("swapped", "uninformative", "wrong_attribute")],
             (s.sampler not in list_joint_samplers() or t.batch_size % p.n_chunks == 0, "pairs.n_chunks",
              f"must divide train.batch_size={t.batch_size} for joint selection (JEST draws equal chunks)"),
         ]

@@ -15,6 +15,7 @@ joint sampler with a function and `@register_joint_sampler(name)`.
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable, Protocol
 
 import torch
@@ -113,6 +114,9 @@ def jest_sample(score_matrix: torch.Tensor, k: int, n_chunks: int, *, temperatur
     """
     _check_matrix(score_matrix)
     b = score_matrix.shape[0]
+    for arg, value in (("k", k), ("n_chunks", n_chunks)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"{arg} must be an integer; got {value!r}")
     if not 1 <= k <= b:
         raise ValueError(f"cannot select {k} of {b} candidates; need 1 <= k <= B")
     if n_chunks < 1 or k % n_chunks:
@@ -124,6 +128,8 @@ def jest_sample(score_matrix: torch.Tensor, k: int, n_chunks: int, *, temperatur
     for _ in range(n_chunks):
         candidates = (~chosen).nonzero().squeeze(1)
         logits = _gain(m, chosen)[candidates]  # checked above
+        if not torch.isfinite(logits).all():
+            raise ValueError("the score matrix's sums overflow float64 (entries near 1e308); rescale it")
         pick = candidates[softmax(logits, k // n_chunks, temperature=temperature, generator=generator)]
         chosen[pick] = True
         order.append(pick)

@@ -24,12 +24,8 @@ from learnability.io import atomic_write_text, ids_digest
 from learnability.losses import cross_entropy
 from learnability.models import build_model
 from learnability.reference import prepare_reference
-from learnability.scores import get_score
+from learnability.scores import NonFiniteLossError, get_score
 from learnability.runtime import build_selector, make_ema, seeded, start_run, super_batch_size
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss; the run's files are kept."""
 
 
 @torch.no_grad()

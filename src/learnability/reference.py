@@ -44,8 +44,11 @@ class ReferenceLosses:
         return cls(ids[order].contiguous(), losses[order].contiguous())
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        """Losses `[n]` for example ids `[n]`; raises KeyError for ids the cache does not hold."""
-        ids = ids.cpu()
+        """Losses `[n]` for example ids `[n]` (any integer dtype); raises KeyError for ids the cache
+        does not hold, ValueError for float or bool ids (floats lose precision beyond 2**24)."""
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise ValueError(f"example ids must be integers (int64); got dtype {ids.dtype}")
+        ids = ids.cpu().to(torch.int64)
         pos = torch.searchsorted(self.ids, ids).clamp_(max=len(self.ids) - 1)
         found = self.ids[pos] == ids
         if not bool(found.all()):

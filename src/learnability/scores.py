@@ -15,6 +15,11 @@ import torch
 LOSS_KINDS = ("online", "reference", "learner")
 
 
+class NonFiniteLossError(FloatingPointError, ValueError):
+    """A NaN or infinite loss: a diverged model or bad input values. The CLI exits 1 and keeps the
+    run's files (a ValueError too, for callers that treat it as bad input)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Score:
     name: str
@@ -48,23 +53,39 @@ def get_score(name: str) -> Score:
 
 
 def compute_scores(name: str, losses: Mapping[str, torch.Tensor], n: int) -> torch.Tensor:
-    """Scores `[n]` of score `name` from per-example `losses` (each `[n]`), or a `[n, n]` score
-    matrix from pairwise losses (scores are elementwise). Raises ValueError when a needed loss is
-    missing, mis-shaped, or not finite (a NaN loss cannot be ranked)."""
+    """Scores `[n]` (float32) of score `name` from per-example `losses` (each `[n]`), or a `[n, n]`
+    score matrix from pairwise losses (scores are elementwise; all losses then share that shape).
+    Raises ValueError when a needed loss is missing, not a real tensor, mis-shaped, or not finite
+    (a NaN loss cannot be ranked: the message says how many and at which positions), or when
+    finite losses give a non-finite score (values beyond float32's range)."""
     score = get_score(name)
     args = {}
     for kind in score.needs:
         if kind not in losses:
             raise ValueError(f"score {name!r} needs the {kind} loss")
         t = losses[kind]
+        if not isinstance(t, torch.Tensor) or t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"{kind} loss must be a real-valued tensor; got "
+                             f"{t.dtype if isinstance(t, torch.Tensor) else type(t).__name__}")
         if t.shape not in ((n,), (n, n)):
             raise ValueError(f"{kind} loss must have one value per example, shape [{n}] (or per pair, [{n}, {n}], "
                              f"for joint selection); got {tuple(t.shape)}")
-        if not torch.isfinite(t).all():
-            bad = int((~torch.isfinite(t)).sum())
-            raise ValueError(f"{kind} loss has {bad} non-finite value(s) (NaN or inf); cannot score them")
+        finite = torch.isfinite(t)
+        if not finite.all():
+            bad = (~finite).nonzero().tolist()
+            where = [tuple(p) if len(p) > 1 else p[0] for p in bad[:5]]
+            raise NonFiniteLossError(f"{kind} loss has {len(bad)} non-finite value(s) (NaN or inf) at position(s) "
+                             f"{where}{' ...' if len(bad) > 5 else ''}; cannot score them")
         args[kind] = t.float()
-    return score.fn(n=n, **args)
+    shapes = {tuple(t.shape) for t in args.values()}
+    if len(shapes) > 1:
+        raise ValueError(f"score {name!r}: the losses mix per-example [{n}] and pairwise [{n}, {n}] shapes "
+                         f"({', '.join(f'{k} {tuple(t.shape)}' for k, t in args.items())}); give all of one kind")
+    out = score.fn(n=n, **args)
+    if not torch.isfinite(out).all():
+        raise ValueError(f"score {name!r} overflows float32 on these losses (values beyond +-3.4e38); "
+                         f"the losses are not plausible per-example losses")
+    return out
 
 
 @register_score("online", "reference")

@@ -4,10 +4,17 @@
 Gumbel top-k trick (Kool et al. 2019): the top k of `scores + temperature * Gumbel` is
 distributed as k sequential softmax draws without replacement. `topk`: the k highest scores, ties
 broken by the lower index. Add one with a function and `@register_sampler`.
+
+Rules every sampler keeps (property-tested in tests/test_fuzz_selection.py): the result is `[k]`
+distinct int64 indices in `[0, B)`; k = B gives a permutation; k outside `1..B`, a k that is not an
+integer, scores that are not 1-D or hold NaN/inf, and a temperature that is not a finite number
+> 0 are ValueErrors. Softmax draws uniformly among exactly tied keys (all-equal scores, or a
+temperature so small that the noise vanishes against the scores), never by position.
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable, Protocol
 
 import torch
@@ -37,14 +44,23 @@ def get_sampler(name: str) -> Sampler:
 
 
 def _check(scores: torch.Tensor, k: int, temperature: float) -> None:
+    if not isinstance(scores, torch.Tensor):
+        raise ValueError(f"scores must be a 1-D tensor [B]; got {type(scores).__name__}")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise ValueError(f"k must be an integer (how many to select); got {k!r}")
     if scores.dim() != 1:
         raise ValueError(f"scores must be 1-D [B]; got shape {tuple(scores.shape)}")
     if not 1 <= k <= scores.numel():
         raise ValueError(f"cannot select {k} of {scores.numel()} candidates; need 1 <= k <= B")
-    if not temperature > 0 or temperature != temperature or temperature == float("inf"):
-        raise ValueError(f"temperature must be a finite number > 0; got {temperature}")
-    if not torch.isfinite(scores).all():
-        raise ValueError("scores contain NaN or inf; cannot rank them")
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 < temperature < float("inf"):
+        raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
+    if scores.is_complex() or scores.dtype == torch.bool:
+        raise ValueError(f"scores must be real numbers; got dtype {scores.dtype}")
+    finite = torch.isfinite(scores)
+    if not finite.all():
+        bad = (~finite).nonzero().squeeze(1)
+        raise ValueError(f"scores contain {bad.numel()} NaN or inf value(s), at positions {bad[:5].tolist()}"
+                         f"{' ...' if bad.numel() > 5 else ''}; cannot rank them")
 
 
 def gumbel(shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
@@ -57,11 +73,17 @@ def gumbel(shape: tuple[int, ...], generator: torch.Generator | None = None) -> 
 def softmax(scores: torch.Tensor, k: int, *, temperature: float = 1.0,
             generator: torch.Generator | None = None) -> torch.Tensor:
     """`[k]` distinct indices drawn with probability proportional to softmax(scores / temperature),
-    without replacement. Written as `scores + temperature * G` (same order as `scores / t + G`), so
-    tiny temperatures approach top-k instead of overflowing."""
+    without replacement. The keys are `scores + temperature * G` for temperature <= 1 and `scores /
+    temperature + G` above (the same order), so tiny temperatures approach top-k and huge ones
+    approach a uniform draw, neither overflowing. Keys that tie exactly are ordered by their Gumbel
+    noise, i.e. uniformly at random."""
     _check(scores, k, temperature)
-    keys = scores.detach().double().cpu() + temperature * gumbel(tuple(scores.shape), generator)
-    return torch.argsort(keys, descending=True, stable=True)[:k].to(scores.device)
+    g = gumbel(tuple(scores.shape), generator)
+    s = scores.detach().double().cpu()
+    keys = s + temperature * g if temperature <= 1.0 else s / temperature + g
+    by_noise = torch.argsort(g, descending=True, stable=True)
+    order = by_noise[torch.argsort(keys[by_noise], descending=True, stable=True)]
+    return order[:k].to(scores.device)
 
 
 @register_sampler

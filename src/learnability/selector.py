@@ -16,6 +16,8 @@ own `torch.Generator`, and a `Ledger` of FLOPs and seconds; it touches no global
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import time
 from typing import Callable
 
@@ -74,6 +76,11 @@ class Selector:
                  train_loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None,
                  pair_loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None, n_chunks: int = 1):
         self.score = get_score(score)
+        for arg, value in (("batch_size", batch_size), ("n_chunks", n_chunks)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"{arg} must be an integer; got {value!r}")
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 < temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
         self.joint = sampler in list_joint_samplers()
         self.sample = get_joint_sampler(sampler) if self.joint else get_sampler(sampler)
         if self.joint and pair_loss_fn is None:
@@ -128,8 +135,8 @@ class Selector:
         n = batch_len(batch)
         if ids is not None and (ids.dim() != 1 or ids.shape[0] != n):
             raise ValueError(f"ids disagree with the super-batch: they must have shape [{n}]; got {tuple(ids.shape)}")
-        if ids is not None and ids.is_floating_point():
-            raise ValueError("ids must be integers (int64); floats lose precision beyond 2**24")
+        if ids is not None and (ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool):
+            raise ValueError(f"ids must be integers (int64); got dtype {ids.dtype} (floats lose precision beyond 2**24)")
         device = leaves(batch)[0].device
         if n < self.b:
             raise ValueError(f"the super-batch has {n} examples but {self.b} are to be selected; "
@@ -141,12 +148,18 @@ class Selector:
             if kind == "reference" and self.reference_losses is not None:
                 if ids is None:
                     raise ValueError("reference losses come from the per-id cache: pass the super-batch's ids")
-                losses[kind] = self.reference_losses.lookup(ids)
+                losses[kind] = self.reference_losses.lookup(ids.to(torch.int64))
             else:
                 losses[kind] = self._model_losses("proxy" if kind == "online" else kind, batch).cpu()
         _sync(device)
         t1 = time.perf_counter()
-        scores = compute_scores(self.score.name, losses, n)
+        try:
+            scores = compute_scores(self.score.name, losses, n)
+        except ValueError as e:
+            bad = sorted({i for t in losses.values() if t.dim() == 1 for i in (~torch.isfinite(t)).nonzero().flatten().tolist()})
+            if ids is None or not bad:
+                raise
+            raise type(e)(f"{e}; example ids {ids[bad[:5]].tolist()}{' ...' if len(bad) > 5 else ''}") from e
         if self.joint:
             index = self.sample(scores, self.b, self.n_chunks, temperature=self.temperature, generator=self.generator)
         else:
