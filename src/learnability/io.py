@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -33,6 +35,35 @@ def atomic_write_text(path: str, text: str) -> None:
 
 def atomic_torch_save(obj: Any, path: str) -> None:
     _atomic(path, lambda f: torch.save(obj, f))
+
+
+def atomic_save_npy(path: str, array: np.ndarray) -> None:
+    """`np.save` to `path` via a temporary file, fsync and rename: never half-written."""
+    _atomic(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+def fsync_dir(path: str) -> None:
+    """fsync the folder `path`, so renames into it survive a power cut (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read `chunk` bytes at a time (plain reads: the page cache, not
+    this process's memory, holds the file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 class JsonlWriter:
