@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,30 @@ def test_index_stream_int32_permutation_gives_the_int64_stream(n: int, batch: in
     other = IndexStream(n, batch, seed=0)
     other.load_state_dict(state)
     assert torch.equal(other.next(), stream.next())
+
+
+def test_a_run_on_the_lazy_npy_source_matches_the_in_memory_npz_run(tmp_path: Path) -> None:
+    from learnability import config as C
+    from learnability.io import read_jsonl
+    from learnability.loop import run
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    x = (np.array([40, 128, 220], dtype=np.int16)[y][:, None, None] + rng.integers(-30, 31, (300, 6, 6))).astype(np.uint8)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    rows = {}
+    for source, path in (("npz", tmp_path / "d.npz"), ("npy", tmp_path)):
+        cfg = C.RunConfig(
+            data=C.DataConfig(source=source, path=str(path), reference_size=60, label_noise=0.3, test_fraction=0.2),
+            model=C.ModelConfig(learner="mlp_small", proxy="mlp_tiny"),
+            reference=C.ReferenceConfig(epochs=2, batch_size=32, dir=str(tmp_path / f"ref-{source}")),
+            train=C.TrainConfig(steps=12, batch_size=16, eval_every=6, threads=1),
+            out=str(tmp_path / f"run-{source}"), progress=False)
+        run(cfg)
+        rows[source] = [{k: v for k, v in r.items() if not k.startswith("seconds")} for r in read_jsonl(str(tmp_path / f"run-{source}" / "metrics.jsonl"))]
+    assert rows["npy"] == rows["npz"]
+    assert (tmp_path / "ref-npy" / "losses.json").read_text().count("data_fingerprint") == 1
+    fp = [json.loads((tmp_path / f"ref-{s}" / "losses.json").read_text())["data_fingerprint"] for s in ("npz", "npy")]
+    assert fp[0] == fp[1]

@@ -154,7 +154,7 @@ class LazyImages:
     def __getitem__(self, index: Index) -> torch.Tensor:
         rows = self._positions(index)
         single = np.ndim(rows) == 0
-        x = torch.from_numpy(self.store.read(np.atleast_1d(rows)).copy()).float().div_(127.5).sub_(1.0)
+        x = torch.from_numpy(np.ascontiguousarray(self.store.read(np.atleast_1d(rows)))).float().div_(127.5).sub_(1.0)
         x = x.to(self.device)
         return x[0] if single else x
 

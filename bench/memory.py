@@ -1,0 +1,157 @@
+"""Memory benchmark: a run's peak RSS stays bounded as the pool grows from 10k to 1M ids.
+
+    python bench/memory.py                  # pools of 10k, 100k and 1M ids (~10 min on 2 cores, 0.3 GB of disk)
+    python bench/memory.py --quick          # pools of 5k and 20k (~1 min): the smoke variant
+
+Each pool is synthetic 16x16 grayscale images of 10 classes (a class template plus noise), written
+once as a uint8 `x.npy` + `y.npy` (the `npy` source: images are read from the file with `pread` when a
+batch needs them, never loaded whole), with 2,000 extra images for the curated reference set and a
+1,000-image test split. For every pool size two fresh processes run the real loop
+(`learnability.loop.run`, learnability selection, mlp_small learner, mlp_tiny proxy and reference,
+label noise 0.2, b = 64 of B = 128):
+
+- `build`: 1 step; trains the reference and writes the memory-mapped reference-loss cache;
+- `run`: 300 steps reading that cache (memory-mapped, checksums verified) instead of rebuilding it.
+
+Each process reports its peak RSS (VmHWM from /proc/self/status, which counts touched pages of
+memory-mapped files too), the cache's size on disk, and the bytes of per-id metadata it holds in
+memory (labels, true labels, ids, corruption codes, lazy row maps of the splits, and the
+stream's int32 permutation). The table compares each pool's peak RSS growth over the smallest
+pool with the cache's size. Writes bench/results/memory[-quick].json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SIZES, QUICK_SIZES = (10_000, 100_000, 1_000_000), (5_000, 20_000)
+REFERENCE, TEST, SIDE, CLASSES, STEPS = 2_000, 1_000, 16, 10, 300
+
+
+def make_pool(folder: str, n: int, seed: int = 0) -> None:
+    """Write `n + REFERENCE` training and `TEST` test images (uint8 [N, 1, 16, 16]) with labels, once."""
+    if os.path.exists(os.path.join(folder, "done")):
+        return
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    templates = rng.integers(0, 256, (CLASSES, 1, SIDE, SIDE)).astype(np.int16)
+    for name, count in (("", n + REFERENCE), ("_test", TEST)):
+        x = np.lib.format.open_memmap(os.path.join(folder, f"x{name}.npy"), mode="w+", dtype=np.uint8,
+                                      shape=(count, 1, SIDE, SIDE))
+        y = rng.integers(0, CLASSES, count)
+        for i in range(0, count, 100_000):
+            part = templates[y[i:i + 100_000]] + rng.integers(-60, 61, (len(y[i:i + 100_000]), 1, SIDE, SIDE))
+            x[i:i + 100_000] = part.clip(0, 255).astype(np.uint8)
+        x.flush()
+        del x
+        np.save(os.path.join(folder, f"y{name}.npy"), y)
+    open(os.path.join(folder, "done"), "w").close()
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def child(folder: str, ref_dir: str, out: str, steps: int) -> dict:
+    """One real run in this (fresh) process; returns its peak RSS and what it held per id."""
+    import torch
+
+    from learnability import config as C
+    from learnability.data import build_data
+    from learnability.loop import run
+
+    after_import = _status_kb("VmRSS")
+    cfg = C.RunConfig(
+        data=C.DataConfig(source="npy", path=folder, reference_size=REFERENCE, label_noise=0.2),
+        model=C.ModelConfig(learner="mlp_small", proxy="mlp_tiny"),
+        selection=C.SelectionConfig(score="learnability"),
+        reference=C.ReferenceConfig(epochs=1, batch_size=256, dir=ref_dir),
+        train=C.TrainConfig(steps=steps, batch_size=64, eval_every=100, eval_batch_size=500, threads=1),
+        out=out, progress=False)
+    t0 = time.perf_counter()
+    splits = build_data(cfg.data)
+    meta = 0
+    for part in (splits.pool, splits.reference, splits.test):
+        meta += sum(t.numel() * t.element_size() for t in (part.y, part.ids, part.corruption, part.true_y))
+        meta += part.x.rows.nbytes
+    meta += 4 * len(splits.pool)  # IndexStream's int32 permutation of the pool
+    summary = run(cfg, splits)
+    cache = json.load(open(os.path.join(ref_dir, "losses.json")))
+    cache_bytes = sum(os.path.getsize(os.path.join(ref_dir, f)) for f in cache["files"].values())
+    return {"pool": len(splits.pool), "steps": steps, "peak_rss_mb": _status_kb("VmHWM") / 1024,
+            "rss_after_import_mb": after_import / 1024, "cache_bytes": cache_bytes, "metadata_bytes": meta,
+            "final_accuracy": summary["final_accuracy"], "seconds": time.perf_counter() - t0,
+            "torch": torch.__version__}
+
+
+def _spawn(folder: str, ref_dir: str, out: str, steps: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(HERE, "..", "src"), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, __file__, "--child", folder, ref_dir, out, str(steps)],
+                         capture_output=True, text=True, env=env)
+    if res.returncode:
+        raise RuntimeError(f"the child run failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict]) -> str:
+    runs = [r for r in rows if r["phase"] == "run"]
+    base = runs[0]
+    lines = ["| pool ids | phase | peak RSS (MB) | growth over smallest (MB) | cache on disk (MB) | per-id metadata (MB) "
+             "| growth <= cache? |", "|---:|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        b = next(x for x in rows if x["phase"] == r["phase"] and x["pool"] == base["pool"])
+        growth = r["peak_rss_mb"] - b["peak_rss_mb"]
+        ok = "" if r["pool"] == base["pool"] else ("yes" if growth <= r["cache_bytes"] / 2 ** 20 else "no")
+        lines.append(f"| {r['pool']:,} | {r['phase']} | {r['peak_rss_mb']:.0f} | {growth:+.0f} | "
+                     f"{r['cache_bytes'] / 2 ** 20:.1f} | {r['metadata_bytes'] / 2 ** 20:.1f} | {ok} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "learnability-bench-memory"))
+    args = ap.parse_args()
+    sizes = QUICK_SIZES if args.quick else SIZES
+    rows = []
+    for n in sizes:
+        folder = os.path.join(args.data_dir, f"pool-{n}")
+        make_pool(folder, n)
+        ref_dir = os.path.join(args.data_dir, "runs", f"reference-{n}")
+        for phase, steps in (("build", 1), ("run", STEPS)):
+            if phase == "build" and os.path.exists(ref_dir):
+                import shutil
+                shutil.rmtree(ref_dir)
+            r = {"phase": phase, **_spawn(folder, ref_dir, os.path.join(args.data_dir, "runs", f"{phase}-{n}"), steps)}
+            print(json.dumps(r), flush=True)
+            rows.append(r)
+    name = "memory-quick" if args.quick else "memory"
+    from learnability.io import atomic_write_text
+
+    cmd = "python bench/memory.py" + (" --quick" if args.quick else "")
+    atomic_write_text(os.path.join(HERE, "results", f"{name}.json"), json.dumps({"command": cmd, "rows": rows}, indent=2) + "\n")
+    md = (f"# Peak RSS vs pool size\n\n`{cmd}` ({rows[0]['torch']}, 1 thread; `build` = train the reference and "
+          f"write the cache, 1 step; `run` = {STEPS} steps reading the memory-mapped cache)\n\n{table(rows)}\n")
+    atomic_write_text(os.path.join(HERE, "results", f"{name}.md"), md)
+    print(md)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        print(json.dumps(child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))))
+    else:
+        sys.path.insert(0, os.path.join(HERE, "..", "src"))
+        main()
