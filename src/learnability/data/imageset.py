@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 
 import torch
 
@@ -66,6 +67,6 @@ class ImageSet:
         hashed a chunk at a time, to the same digest as the same images held in memory."""
         h = hashlib.sha256()
         chunks = self.x.chunks() if isinstance(self.x, LazyImages) else [self.x]
-        for t in (*chunks, self.y, self.ids):
+        for t in itertools.chain(chunks, (self.y, self.ids)):  # one chunk of images alive at a time
             h.update(memoryview(t.cpu().contiguous().numpy()))  # no copy of the bytes
         return h.hexdigest()

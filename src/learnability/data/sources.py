@@ -56,7 +56,8 @@ def load_source(source: str, *, path: str = "", image_size: int = 0, channels: i
 
 def _to_imageset(x_uint8: np.ndarray | LazyImages, y: np.ndarray, num_classes: int, ids: np.ndarray) -> ImageSet:
     x = x_uint8 if isinstance(x_uint8, LazyImages) else torch.tensor(x_uint8, dtype=torch.float32).div_(127.5).sub_(1.0)
-    return ImageSet(x, torch.from_numpy(y.astype(np.int64)), torch.from_numpy(ids.astype(np.int64)), num_classes)
+    return ImageSet(x, torch.from_numpy(y.astype(np.int64, copy=False)), torch.from_numpy(ids.astype(np.int64, copy=False)),
+                    num_classes)
 
 
 def _split_off_test(x: np.ndarray | LazyImages, y: np.ndarray, k: int, test_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
@@ -192,6 +193,6 @@ def _npy(path: str, num_classes: int, test_fraction: float, seed: int) -> tuple[
         if xt.shape[1:] != x.shape[1:]:
             raise ValueError(f"{root}: x_test.npy images are {tuple(xt.shape[1:])} but x.npy images are {tuple(x.shape[1:])}")
         k = max(k, _check_labels(yt, num_classes, f"{root / 'y_test.npy'}"))
-        return (_to_imageset(x, y.astype(np.int64), k, np.arange(len(y))),
-                _to_imageset(xt, yt.astype(np.int64), k, np.arange(len(yt))))
-    return _split_off_test(x, y.astype(np.int64), k, test_fraction, seed)
+        return (_to_imageset(x, y.astype(np.int64, copy=False), k, np.arange(len(y))),
+                _to_imageset(xt, yt.astype(np.int64, copy=False), k, np.arange(len(yt))))
+    return _split_off_test(x, y.astype(np.int64, copy=False), k, test_fraction, seed)
