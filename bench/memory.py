@@ -11,7 +11,9 @@ batch needs them, never loaded whole), with 2,000 extra images for the curated r
 label noise 0.2, b = 64 of B = 128):
 
 - `build`: 1 step; trains the reference and writes the memory-mapped reference-loss cache;
-- `run`: 300 steps reading that cache (memory-mapped, checksums verified) instead of rebuilding it.
+- `run`: 300 steps reading that cache (memory-mapped, checksums verified) instead of rebuilding it;
+- for the middle size only, `run, in-memory npz`: the same pool through the in-memory `npz` source
+  (same fingerprints, so it reuses the same reference and cache), to show what lazy images save.
 
 Each process reports its peak RSS (VmHWM from /proc/self/status, which counts touched pages of
 memory-mapped files too), the cache's size on disk, and the bytes of per-id metadata it holds in
@@ -65,7 +67,15 @@ def _status_kb(key: str) -> int:
     raise KeyError(key)
 
 
-def child(folder: str, ref_dir: str, out: str, steps: int) -> dict:
+def write_npz(folder: str) -> str:
+    """The same pool as one `.npz` (the in-memory `npz` source), for the comparison row."""
+    path = os.path.join(folder, "pool.npz")
+    if not os.path.exists(path):
+        np.savez(path, **{k: np.load(os.path.join(folder, k + ".npy")) for k in ("x", "y", "x_test", "y_test")})
+    return path
+
+
+def child(folder: str, ref_dir: str, out: str, steps: int, source: str = "npy") -> dict:
     """One real run in this (fresh) process; returns its peak RSS and what it held per id."""
     import torch
 
@@ -75,7 +85,8 @@ def child(folder: str, ref_dir: str, out: str, steps: int) -> dict:
 
     after_import = _status_kb("VmRSS")
     cfg = C.RunConfig(
-        data=C.DataConfig(source="npy", path=folder, reference_size=REFERENCE, label_noise=0.2),
+        data=C.DataConfig(source=source, path=write_npz(folder) if source == "npz" else folder,
+                          reference_size=REFERENCE, label_noise=0.2),
         model=C.ModelConfig(learner="mlp_small", proxy="mlp_tiny"),
         selection=C.SelectionConfig(score="learnability"),
         reference=C.ReferenceConfig(epochs=1, batch_size=256, dir=ref_dir),
@@ -86,7 +97,7 @@ def child(folder: str, ref_dir: str, out: str, steps: int) -> dict:
     meta = 0
     for part in (splits.pool, splits.reference, splits.test):
         meta += sum(t.numel() * t.element_size() for t in (part.y, part.ids, part.corruption, part.true_y))
-        meta += part.x.rows.nbytes
+        meta += part.x.rows.nbytes if part.lazy else 0
     meta += 4 * len(splits.pool)  # IndexStream's int32 permutation of the pool
     summary = run(cfg, splits)
     cache = json.load(open(os.path.join(ref_dir, "losses.json")))
@@ -97,9 +108,9 @@ def child(folder: str, ref_dir: str, out: str, steps: int) -> dict:
             "torch": torch.__version__}
 
 
-def _spawn(folder: str, ref_dir: str, out: str, steps: int) -> dict:
+def _spawn(folder: str, ref_dir: str, out: str, steps: int, source: str = "npy") -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(HERE, "..", "src"), os.environ.get("PYTHONPATH", "")])}
-    res = subprocess.run([sys.executable, __file__, "--child", folder, ref_dir, out, str(steps)],
+    res = subprocess.run([sys.executable, __file__, "--child", folder, ref_dir, out, str(steps), source],
                          capture_output=True, text=True, env=env)
     if res.returncode:
         raise RuntimeError(f"the child run failed:\n{res.stderr[-3000:]}")
@@ -115,7 +126,7 @@ def table(rows: list[dict]) -> str:
              "| rest (MB) | growth <= cache growth? |", "|---:|---|---:|---:|---:|---:|---:|---|"]
     smallest = min(r["pool"] for r in rows)
     for r in rows:
-        b = next(x for x in rows if x["phase"] == r["phase"] and x["pool"] == smallest)
+        b = next(x for x in rows if x["phase"] == r["phase"].split(",")[0] and x["pool"] == smallest)
         growth = r["peak_rss_mb"] - b["peak_rss_mb"]
         cache = (r["cache_bytes"] - b["cache_bytes"]) / mb
         meta = (r["metadata_bytes"] - b["metadata_bytes"]) / mb
@@ -162,12 +173,17 @@ def main() -> None:
             r = {"phase": phase, **_spawn(folder, ref_dir, os.path.join(args.data_dir, "runs", f"{phase}-{n}"), steps)}
             print(json.dumps(r), flush=True)
             rows.append(r)
+        if n == sizes[1]:  # the same pool held in memory (npz source): same fingerprints, so it reuses the cache
+            r = {"phase": "run, in-memory npz", **_spawn(folder, ref_dir, os.path.join(args.data_dir, "runs", f"npz-{n}"),
+                                                          STEPS, "npz")}
+            print(json.dumps(r), flush=True)
+            rows.append(r)
     print(write_results(rows, args.quick))
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        print(json.dumps(child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))))
+        print(json.dumps(child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6])))
     else:
         sys.path.insert(0, os.path.join(HERE, "..", "src"))
         main()
