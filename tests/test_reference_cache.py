@@ -296,3 +296,20 @@ def test_cache_from_a_lazy_column_is_built_in_chunks(tmp_path: Path) -> None:
     assert col.largest == 7
     with torch.no_grad():
         torch.testing.assert_close(cache.lookup(POOL.ids), cross_entropy(model(POOL.x), POOL.y))
+
+
+def test_real_cli_run_with_a_corrupted_cache_exits_2_naming_the_file(tmp_path: Path, capsys) -> None:
+    from learnability.cli import main
+
+    args = ["run", "--data.source=digits", "--data.reference_size=300", "--model.learner=mlp_tiny",
+            "--model.proxy=mlp_tiny", "--train.steps=2", "--train.batch_size=16", "--train.eval_every=2",
+            "--reference.epochs=1", "--progress=false", "--train.threads=1", f"--reference.dir={tmp_path / 'ref'}"]
+    assert main([*args, f"--out={tmp_path / 'a'}"]) == 0
+    f = _data_files(tmp_path / "ref")["losses"]
+    raw = bytearray(f.read_bytes())
+    raw[200] ^= 0xFF
+    f.write_bytes(bytes(raw))
+    capsys.readouterr()
+    assert main([*args, f"--out={tmp_path / 'b'}"]) == 2
+    err = capsys.readouterr().err
+    assert f.name in err and "sha256" in err and "delete" in err
