@@ -100,7 +100,8 @@ def child(folder: str, ref_dir: str, out: str, steps: int, source: str = "npy") 
         meta += part.x.rows.nbytes if part.lazy else 0
     meta += 4 * len(splits.pool)  # IndexStream's int32 permutation of the pool
     summary = run(cfg, splits)
-    cache = json.load(open(os.path.join(ref_dir, "losses.json")))
+    with open(os.path.join(ref_dir, "losses.json")) as f:
+        cache = json.load(f)
     cache_bytes = sum(os.path.getsize(os.path.join(ref_dir, f)) for f in cache["files"].values())
     return {"pool": len(splits.pool), "steps": steps, "peak_rss_mb": _status_kb("VmHWM") / 1024,
             "rss_after_import_mb": after_import / 1024, "cache_bytes": cache_bytes, "metadata_bytes": meta,
