@@ -95,7 +95,8 @@ def write_cache(ref_dir: str, ids: np.ndarray, losses: np.ndarray, *, data_finge
     atomic_write_text(os.path.join(ref_dir, RECORD), json.dumps(record, indent=2) + "\n")
     fsync_dir(ref_dir)
     keep = set(names.values())
-    for stale in glob.glob(os.path.join(ref_dir, "losses-*.npy")) + glob.glob(os.path.join(ref_dir, ".losses-*.tmp")):
+    leftovers = [os.path.join(ref_dir, p) for p in ("losses-*.npy", ".losses-*.tmp", f".{RECORD}.*.tmp")]
+    for stale in (f for pattern in leftovers for f in glob.glob(pattern)):
         if os.path.basename(stale) not in keep:
             os.unlink(stale)
 
