@@ -96,3 +96,72 @@ def test_index_is_cached_reused_and_rebuilt_when_the_shard_changes(tmp_path: Pat
     assert third.captions(np.arange(len(third)))[2:] == ["new caption", "other"]
     assert all(json.loads(p.read_text())["sha256"] for p in index_dir.glob("*.json"))
     assert not list(index_dir.glob("*.tmp"))
+
+
+def test_lazy_pairs_match_the_collected_pairs_and_count_bad_ones(tmp_path: Path) -> None:
+    from learnability.pairs import collect
+    from learnability.pairs.tarindex import lazy_pairs
+
+    pattern = _shards(tmp_path)
+    eager = collect(ShardPairs(pattern, image_size=8))
+    lazy, skipped = lazy_pairs(pattern, image_size=8)
+    assert skipped == 0 and isinstance(lazy.images, LazyImages)
+    assert torch.equal(lazy.ids, eager.ids) and lazy.captions == eager.captions
+    assert torch.equal(lazy.images[:], eager.images)
+    assert lazy.fingerprint() == eager.fingerprint()
+    sub = lazy.subset(torch.tensor([4, 1]))
+    assert isinstance(sub.images, LazyImages) and torch.equal(sub.images[:], eager.images[torch.tensor([4, 1])])
+    bad = _write_tar(tmp_path / "bad.tar", _sample("a", 0, "fine") + [("b.png", b"garbage"), ("b.txt", b"x")]
+                     + _sample("c", 1, "  ") + [("d.txt", b"no image")] + _sample("e", 2, "last"))
+    with pytest.raises(ValueError, match="key 'd'"):
+        lazy_pairs(str(bad))
+    pairs, skipped = lazy_pairs(str(bad), skip_bad=True)
+    streamed = ShardPairs(str(bad), skip_bad=True)
+    assert pairs.ids.tolist() == [i for i, _, _ in streamed] == [0, 4]
+    assert skipped == streamed.skipped == 3
+    ok = _write_tar(tmp_path / "ok.tar", _sample("a", 0, "fine") + [("b.png", b"garbage"), ("b.txt", b"x")])
+    with pytest.raises(ValueError, match="cannot decode"):
+        lazy_pairs(str(ok))
+
+
+def test_build_pairs_keeps_uncompressed_shards_lazy_and_streams_gzipped_ones(tmp_path: Path) -> None:
+    from learnability import config as C
+    from learnability.pairs.build import build_pairs
+
+    for name in ("pool", "ref", "test"):
+        (tmp_path / name).mkdir()
+        _shards(tmp_path / name, 2)
+    gz = tmp_path / "test" / "z.tar.gz"
+    with tarfile.open(gz, "w:gz") as tar:
+        for n, data in _sample("k", 0, "zipped"):
+            info = tarfile.TarInfo(n)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    cfg = C.RunConfig(task="clip", pairs=C.PairsConfig(
+        source="shards", path=str(tmp_path / "pool" / "shard-{000..001}.tar"),
+        reference_path=str(tmp_path / "ref" / "shard-*.tar"), test_path=str(gz), image_size=8))
+    splits, skipped = build_pairs(cfg)
+    assert skipped == 0
+    assert isinstance(splits.pool.images, LazyImages) and isinstance(splits.reference.images, LazyImages)
+    assert isinstance(splits.test.images, torch.Tensor) and splits.test.captions == ["zipped"]
+    assert len(splits.pool) == 4
+
+
+def test_clip_run_on_uncompressed_shards_through_the_cli(tmp_path: Path) -> None:
+    from learnability.cli import main
+    from learnability.io import read_jsonl
+
+    def shard(path: Path, n: int, seed: int) -> str:
+        members = []
+        for i in range(n):
+            members += _sample(f"{i:05d}", seed * 1000 + i, f"a {['red', 'blue'][i % 2]} thing number {i % 5}")
+        return str(_write_tar(path, members))
+
+    pool, ref, test = shard(tmp_path / "pool.tar", 80, 1), shard(tmp_path / "ref.tar", 40, 2), shard(tmp_path / "test.tar", 20, 3)
+    args = ["run", "--task=clip", "--pairs.source=shards", f"--pairs.path={pool}", f"--pairs.reference_path={ref}",
+            f"--pairs.test_path={test}", "--pairs.image_size=8", "--train.steps=4", "--train.batch_size=8",
+            "--train.eval_every=2", "--pairs.n_chunks=2", "--reference.epochs=1", "--reference.batch_size=8",
+            "--progress=false", "--train.threads=1", f"--out={tmp_path / 'run'}"]
+    assert main(args) == 0
+    rows = read_jsonl(str(tmp_path / "run" / "metrics.jsonl"))
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and "r1_i2t" in rows[-1]

@@ -137,6 +137,10 @@ class LazyImages:
     def shape(self) -> torch.Size:
         return torch.Size((len(self.rows), *self.store.shape))
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
     def dim(self) -> int:
         return 4
 

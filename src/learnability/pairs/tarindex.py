@@ -19,6 +19,7 @@ import io
 import json
 import os
 import tarfile
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,12 +27,16 @@ from learnability.io import atomic_save_npy, atomic_write_text, file_sha256
 from learnability.pairs.readers import IMAGE_EXTS, TEXT_EXTS, _split_key
 from learnability.pairs.shards import expand_shards, shard_id
 
+if TYPE_CHECKING:
+    from learnability.pairs.pairset import PairSet
+
 ENTRY = np.dtype([("id", np.int64), ("image_offset", np.int64), ("image_size", np.int64),
                   ("text_offset", np.int64), ("text_size", np.int64)])
 
 
-def _index_one(path: str, shard_index: int, skip_bad: bool) -> np.ndarray:
-    """The samples of one shard, in order, as `ENTRY` rows (bad samples skipped or raised)."""
+def _index_one(path: str, shard_index: int, skip_bad: bool) -> tuple[np.ndarray, int]:
+    """The samples of one shard, in order, as `ENTRY` rows (samples lacking an image or a caption
+    skipped or raised), and how many samples the shard holds."""
     rows: list[tuple[int, int, int, int, int]] = []
     key, group, pos = None, {}, 0
 
@@ -66,10 +71,10 @@ def _index_one(path: str, shard_index: int, skip_bad: bool) -> np.ndarray:
     arr = np.array(rows, dtype=ENTRY)
     if len(arr) and int((arr["image_offset"] + arr["image_size"]).max()) > size:
         raise ValueError(f"{path}: a member runs past the end of the file; the shard is truncated")
-    return arr
+    return arr, pos + 1 if key is not None else 0
 
 
-def _cached(path: str, shard_index: int, skip_bad: bool, index_dir: str) -> np.ndarray:
+def _cached(path: str, shard_index: int, skip_bad: bool, index_dir: str) -> tuple[np.ndarray, int]:
     st = os.stat(path)
     name = hashlib.sha256(f"{os.path.abspath(path)}|{shard_index}|{skip_bad}".encode()).hexdigest()[:24]
     npy, rec = os.path.join(index_dir, name + ".npy"), os.path.join(index_dir, name + ".json")
@@ -78,13 +83,61 @@ def _cached(path: str, shard_index: int, skip_bad: bool, index_dir: str) -> np.n
         with open(rec) as f:
             record = json.load(f)
         if all(record.get(k) == v for k, v in want.items()) and file_sha256(npy) == record.get("sha256"):
-            return np.load(npy, allow_pickle=False)
-    except (OSError, ValueError):
+            return np.load(npy, allow_pickle=False), int(record["samples"])
+    except (OSError, ValueError, KeyError):
         pass  # absent, stale or damaged: rebuilt below
-    arr = _index_one(path, shard_index, skip_bad)
+    arr, samples = _index_one(path, shard_index, skip_bad)
     atomic_save_npy(npy, arr)
-    atomic_write_text(rec, json.dumps({**want, "sha256": file_sha256(npy)}) + "\n")
-    return arr
+    atomic_write_text(rec, json.dumps({**want, "samples": samples, "sha256": file_sha256(npy)}) + "\n")
+    return arr, samples
+
+
+def is_plain_tar(path: str) -> bool:
+    """True for an uncompressed tar file (random access needs one; .tar.gz shards are streamed)."""
+    try:
+        with tarfile.open(path, mode="r:"):
+            return True
+    except (tarfile.TarError, OSError):
+        return False
+
+
+def lazy_pairs(pattern: str | list[str], *, image_size: int = 40, skip_bad: bool = False,
+               index_dir: str = "") -> tuple["PairSet", int]:
+    """The pairs of webdataset shards as a `PairSet` whose images stay in the shards
+    (`LazyImages`); captions are read (they are tokenised up front). Every sample's caption and
+    image header are checked now, as `ShardPairs` would check them, so a bad sample fails here (or,
+    with `skip_bad`, is dropped and counted) rather than mid-run. Returns the set and the count of
+    skipped samples. Ids are `ShardPairs`' ids."""
+    from PIL import Image, UnidentifiedImageError
+
+    from learnability.data.lazy import LazyImages
+    from learnability.pairs.pairset import PairSet
+
+    store = ShardImages(pattern, image_size=image_size, skip_bad=skip_bad, index_dir=index_dir)
+    keep, captions, skipped = [], [], store.missing
+    for r in range(len(store)):
+        try:
+            caption = store.captions(np.array([r]))[0]
+            if not caption:
+                raise ValueError(f"{store.where(r)}: the caption is empty; give every image some text or pass skip_bad=True")
+            data, where = store._bytes(r, "image")
+            try:
+                Image.open(io.BytesIO(data)).close()
+            except (UnidentifiedImageError, OSError) as e:
+                raise ValueError(f"{where}: cannot decode the image ({e}); replace it or pass skip_bad=True") from e
+        except ValueError:
+            if not skip_bad:
+                raise
+            skipped += 1
+            continue
+        keep.append(r)
+        captions.append(caption)
+    if not keep:
+        raise ValueError(f"no valid pairs read from {pattern} ({skipped} bad ones skipped)")
+    rows = np.array(keep, dtype=np.int64)
+    import torch
+
+    return PairSet(LazyImages(store, rows), captions, torch.from_numpy(store.ids[rows].copy())), skipped
 
 
 class ShardImages:
@@ -98,7 +151,8 @@ class ShardImages:
             raise ValueError("no shards given; pass a path, a pattern like 'shards/{000..009}.tar' or a list")
         parts = [(_cached(p, i, skip_bad, index_dir) if index_dir else _index_one(p, i, skip_bad))
                  for i, p in enumerate(self.shards)]
-        self.entries = np.concatenate(parts) if parts else np.empty(0, ENTRY)
+        self.entries = np.concatenate([a for a, _ in parts]) if parts else np.empty(0, ENTRY)
+        self.missing = sum(groups - len(a) for a, groups in parts)  # samples lacking an image or a caption
         self.size, self.shape = image_size, (3, image_size, image_size)
         self._fds: dict[int, int] = {}
 
@@ -112,6 +166,10 @@ class ShardImages:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_fds": {}}
 
+    def where(self, row: int) -> str:
+        i = int(self.entries[row]["id"])
+        return f"{self.shards[i >> 32]} sample {i & 0xFFFFFFFF}"
+
     def _bytes(self, row: int, field: str) -> tuple[bytes, str]:
         e = self.entries[row]
         s = int(e["id"]) >> 32
@@ -119,7 +177,7 @@ class ShardImages:
             self._fds[s] = os.open(self.shards[s], os.O_RDONLY)
         n = int(e[f"{field}_size"])
         data = os.pread(self._fds[s], n, int(e[f"{field}_offset"]))
-        where = f"{self.shards[s]} sample {int(e['id']) & 0xFFFFFFFF}"
+        where = self.where(row)
         if len(data) != n:
             raise ValueError(f"{where}: the shard is shorter than its index says; delete the index and re-read")
         return data, where
