@@ -139,8 +139,9 @@ def load_or_build_cache(model: nn.Module, ref_dir: str, batch: Batch, ids: torch
     `ref_dir` when its fingerprints match the pool and the weights and its files pass their sha256
     (refused otherwise), else computed once, `chunk` rows at a time, and saved atomically. `batch`
     leaves may be tensors or lazy columns (anything sliced with `[i:j]` into a tensor), so a pool
-    read from files is never loaded whole. Returns the losses and the seconds the caching pass
-    took (the recorded time when loaded)."""
+    read from files is never loaded whole. A `losses.pt` of older versions is ignored (the cache is
+    rebuilt beside it). Returns the losses and the seconds the caching pass took (the recorded
+    time when loaded)."""
     found = read_cache(ref_dir, data_fingerprint=data_fp, weights_fingerprint=weights_fp)
     if found is not None:
         return found
@@ -153,11 +154,12 @@ def load_or_build_cache(model: nn.Module, ref_dir: str, batch: Batch, ids: torch
     seconds = time.perf_counter() - t0
     if not np.isfinite(losses).all():
         raise FloatingPointError("the reference gives non-finite losses on the pool; retrain it with a lower reference.lr")
-    write_cache(ref_dir, ids.numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids), losses,
+    write_cache(ref_dir, ids.cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids), losses,
                 data_fingerprint=data_fp, weights_fingerprint=weights_fp, seconds=seconds)
-    del losses
+    del losses  # the run reads the memory-mapped files from here on
     found = read_cache(ref_dir, data_fingerprint=data_fp, weights_fingerprint=weights_fp)
-    assert found is not None  # just written
+    if found is None:
+        raise OSError(f"the reference-loss cache written to {ref_dir} has disappeared; is another run deleting it?")
     return found[0], seconds
 
 
