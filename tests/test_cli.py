@@ -31,7 +31,7 @@ def test_compare_end_to_end_report_consistent_with_metrics(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "report:" in r.stdout and "| learnability |" in r.stdout
     for f in ("report.md", "report.json", "accuracy_vs_updates.png", "accuracy_vs_flops.png",
-              "accuracy_vs_wallclock.png", "compare.json", "reference/model.pt", "reference/losses.pt"):
+              "accuracy_vs_wallclock.png", "compare.json", "reference/model.pt", "reference/losses.json"):
         assert (out / f).is_file(), f
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

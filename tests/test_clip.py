@@ -68,7 +68,7 @@ def test_joint_selection_through_the_selector():
 def test_compare_clip_end_to_end(tmp_path):
     out = tmp_path / "clip"
     assert main(["compare", f"--out={out}", *TINY]) == 0
-    for f in ("report.md", "accuracy_vs_flops.png", "uniform/tokenizer.json", "reference/losses.pt"):
+    for f in ("report.md", "accuracy_vs_flops.png", "uniform/tokenizer.json", "reference/losses.json"):
         assert (out / f).is_file(), f
     rows = {a: read_jsonl(str(out / a / "metrics.jsonl")) for a in ("uniform", "activeclip", "jest")}
     for arm, r in rows.items():

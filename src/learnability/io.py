@@ -8,6 +8,7 @@ import os
 import tempfile
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -22,6 +23,7 @@ def atomic_write(path: str, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(d)  # the rename itself survives a power cut
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -40,6 +42,35 @@ def atomic_torch_save(obj: Any, path: str) -> None:
 def ids_digest(ids: torch.Tensor) -> str:
     """A short hash of a sequence of int64 example ids (logged per step: equal digests, equal selections)."""
     return hashlib.blake2b(ids.to(torch.int64).cpu().contiguous().numpy().tobytes(), digest_size=8).hexdigest()
+
+
+def atomic_save_npy(path: str, array: np.ndarray) -> None:
+    """`np.save` to `path` via a temporary file, fsync and rename: never half-written."""
+    atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+def fsync_dir(path: str) -> None:
+    """fsync the folder `path`, so renames into it survive a power cut (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read `chunk` bytes at a time (plain reads: the page cache, not
+    this process's memory, holds the file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 class JsonlWriter:

@@ -1,8 +1,9 @@
 """The frozen reference model: training it, saving it, and its per-id loss cache.
 
 A reference directory holds `model.pt` (weights), `meta.json` (what it was trained on, and its
-one-off FLOPs and seconds, charged to every run that uses it) and `losses.pt` (per-id losses on a
-pool, with fingerprints of that pool and of the weights). Anything that does not match what the
+one-off FLOPs and seconds, charged to every run that uses it) and the per-id loss cache of a pool
+(`losses.json` naming two memory-mapped `.npy` files, with their sha256 and fingerprints of that
+pool and of the weights; see `learnability.loss_cache`). Anything that does not match what the
 run needs is refused with a message that says which part differs.
 """
 
@@ -15,6 +16,7 @@ import os
 import time
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -23,38 +25,9 @@ from learnability import faults
 from learnability.data.imageset import ImageSet
 from learnability.flops import ModelCost
 from learnability.io import atomic_torch_save, atomic_write_text
+from learnability.loss_cache import CacheMismatchError, ReferenceLosses, read_cache, write_cache
 from learnability.batch import Batch, apply
 from learnability.losses import PerExampleLoss, classification_loss, cross_entropy, score_losses
-
-
-class CacheMismatchError(ValueError):
-    """A saved reference or loss cache does not match the data or weights of this run."""
-
-
-@dataclasses.dataclass
-class ReferenceLosses:
-    """Per-id reference losses, looked up by example id (ids sorted once; never cast to float)."""
-
-    ids: torch.Tensor      # [N] int64, sorted
-    losses: torch.Tensor   # [N] float32
-
-    @classmethod
-    def from_unsorted(cls, ids: torch.Tensor, losses: torch.Tensor) -> "ReferenceLosses":
-        order = torch.argsort(ids)
-        return cls(ids[order].contiguous(), losses[order].contiguous())
-
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        """Losses `[n]` for example ids `[n]` (any integer dtype); raises KeyError for ids the cache
-        does not hold, ValueError for float or bool ids (floats lose precision beyond 2**24)."""
-        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-            raise ValueError(f"example ids must be integers (int64); got dtype {ids.dtype}")
-        ids = ids.cpu().to(torch.int64)
-        pos = torch.searchsorted(self.ids, ids).clamp_(max=len(self.ids) - 1)
-        found = self.ids[pos] == ids
-        if not bool(found.all()):
-            raise KeyError(f"{int((~found).sum())} example id(s) are not in the reference-loss cache, "
-                           f"e.g. {int(ids[~found][0])}")
-        return self.losses[pos]
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -162,30 +135,40 @@ def load_or_train_reference(model: nn.Module, cost: ModelCost, *, ref_dir: str, 
 
 
 def load_or_build_cache(model: nn.Module, ref_dir: str, batch: Batch, ids: torch.Tensor, data_fp: str, weights_fp: str,
-                        device: torch.device, loss_fn: PerExampleLoss = classification_loss) -> tuple[ReferenceLosses, float]:
-    """Per-id losses of the pool `batch` under the reference, from `ref_dir/losses.pt` when its
-    fingerprints match the pool and the weights (refused otherwise), else computed once and saved
-    atomically. Returns the losses and the seconds the caching pass took (the recorded time when loaded)."""
-    path = os.path.join(ref_dir, "losses.pt")
-    if os.path.exists(path):
-        try:
-            saved = torch.load(path, weights_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise CacheMismatchError(f"the reference-loss cache {path} is unreadable ({e}); delete it to rebuild") from e
-        if saved.get("data_fingerprint") != data_fp:
-            raise CacheMismatchError(
-                f"the reference-loss cache {path} was computed on different pool data (fingerprint "
-                f"{str(saved.get('data_fingerprint'))[:12]}, this run's pool is {data_fp[:12]}); delete it or use a new --reference.dir")
-        if saved.get("weights_fingerprint") != weights_fp:
-            raise CacheMismatchError(
-                f"the reference-loss cache {path} was computed with other reference weights; delete it or use a new --reference.dir")
-        return ReferenceLosses(saved["ids"], saved["losses"]), float(saved["seconds"])
+                        device: torch.device, loss_fn: PerExampleLoss = classification_loss,
+                        chunk: int = 4096) -> tuple[ReferenceLosses, float]:
+    """Per-id losses of the pool `batch` under the reference, memory-mapped from the cache in
+    `ref_dir` when its fingerprints match the pool and the weights and its files pass their sha256
+    (refused otherwise), else computed once, `chunk` rows at a time, and saved atomically. `batch`
+    leaves may be tensors or lazy columns (anything sliced with `[i:j]` into a tensor), so a pool
+    read from files is never loaded whole. A `losses.pt` of older versions is ignored (the cache is
+    rebuilt beside it). Returns the losses and the seconds the caching pass took (the recorded
+    time when loaded)."""
+    found = read_cache(ref_dir, data_fingerprint=data_fp, weights_fingerprint=weights_fp)
+    if found is not None:
+        return found
     t0 = time.perf_counter()
-    losses = score_losses(model, apply(batch, lambda t: t.to(device)), loss_fn).cpu()
+    n = len(ids)
+    losses = np.empty(n, dtype=np.float32)
+    for i in range(0, n, chunk):
+        part = apply(_rows(batch, i, i + chunk), lambda t: t.to(device))
+        losses[i:i + chunk] = score_losses(model, part, loss_fn, chunk=chunk).cpu().numpy()
     seconds = time.perf_counter() - t0
-    if not torch.isfinite(losses).all():
+    if not np.isfinite(losses).all():
         raise FloatingPointError("the reference gives non-finite losses on the pool; retrain it with a lower reference.lr")
-    cache = ReferenceLosses.from_unsorted(ids, losses)
-    atomic_torch_save({"ids": cache.ids, "losses": cache.losses, "data_fingerprint": data_fp,
-                       "weights_fingerprint": weights_fp, "seconds": seconds}, path)
-    return cache, seconds
+    write_cache(ref_dir, ids.cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids), losses,
+                data_fingerprint=data_fp, weights_fingerprint=weights_fp, seconds=seconds)
+    del losses  # the run reads the memory-mapped files from here on
+    found = read_cache(ref_dir, data_fingerprint=data_fp, weights_fingerprint=weights_fp)
+    if found is None:
+        raise OSError(f"the reference-loss cache written to {ref_dir} has disappeared; is another run deleting it?")
+    return found[0], seconds
+
+
+def _rows(batch: Batch, start: int, stop: int) -> Batch:
+    """Rows `start:stop` of every leaf, materialised as tensors (a lazy column loads just those)."""
+    if isinstance(batch, dict):
+        return {k: _rows(v, start, stop) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_rows(v, start, stop) for v in batch)
+    return torch.as_tensor(batch[start:stop])

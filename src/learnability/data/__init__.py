@@ -2,12 +2,14 @@
 
 from learnability.data.corrupt import CLEAN, DUPLICATE, JUNK, LABEL_NOISE, corrupt
 from learnability.data.imageset import ImageSet
+from learnability.data.lazy import FileImages, LazyImages, NpyImages
 from learnability.data.sources import load_source
 from learnability.data.splits import Splits, make_splits
 from learnability.data.build import build_data
 from learnability.data.stream import IndexStream
 
 __all__ = [
-    "CLEAN", "build_data", "DUPLICATE", "JUNK", "LABEL_NOISE", "ImageSet", "IndexStream", "Splits",
+    "CLEAN", "build_data", "DUPLICATE", "FileImages", "JUNK", "LABEL_NOISE", "ImageSet", "IndexStream", "LazyImages",
+    "NpyImages", "Splits",
     "corrupt", "load_source", "make_splits",
 ]

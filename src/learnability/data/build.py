@@ -17,6 +17,7 @@ def build_data(cfg: DataConfig) -> Splits:
         raise ValueError(f"data.reference_size={reference_size} leaves no pool of the {len(train)} training "
                          f"examples of {cfg.source}; lower it")
     splits = make_splits(train, test, reference_size=reference_size, pool_size=cfg.pool_size, seed=cfg.seed)
+    del train  # its per-id arrays are copied into the splits; a big pool should not hold them twice
     if cfg.test_size:
         splits.test = splits.test.subset(slice(0, cfg.test_size))
     splits.pool = corrupt(splits.pool, label_noise=cfg.label_noise, duplicates=cfg.duplicates, junk=cfg.junk,

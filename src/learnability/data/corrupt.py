@@ -33,7 +33,11 @@ def corrupt(pool: ImageSet, *, label_noise: float = 0.0, duplicates: float = 0.0
     noise_i = order[n_junk + n_dup:n_junk + n_dup + n_noise]
     clean_i = order[n_junk + n_dup + n_noise:]
 
-    x, y, code = pool.x.clone(), pool.y.clone(), pool.corruption.clone()
+    if pool.lazy and (n_junk or n_dup):
+        raise ValueError("data.duplicates and data.junk rewrite images, which needs an in-memory source "
+                         "(fashion_mnist, digits, npz); with a folder or npy source use label_noise only")
+    x = pool.x if pool.lazy else pool.x.clone()  # lazy images are read-only: label noise leaves them as they are
+    y, code = pool.y.clone(), pool.corruption.clone()
     if n_junk:
         blank = torch.rand(n_junk, generator=g) < 0.5
         noise = torch.rand((n_junk, *pool.shape), generator=g) * 2 - 1

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 
 import torch
+
+from learnability.data.lazy import LazyImages
 
 
 @dataclasses.dataclass
 class ImageSet:
-    """A labelled image set held in memory.
+    """A labelled image set: labels and ids in memory, images in memory or read from files on demand.
 
-    x: `[N, C, H, W]` float32, scaled to [-1, 1]. y: `[N]` int64 labels in `[0, num_classes)`.
+    x: `[N, C, H, W]` float32, scaled to [-1, 1]: a tensor, or `LazyImages` that read just the
+    rows they are indexed with (same values, same indexing). y: `[N]` int64 labels in `[0, num_classes)`.
     ids: `[N]` int64 stable example ids (never cast to float). corruption: `[N]` int8 codes from
     `data.corrupt` (0 = clean). true_y: `[N]` labels before any label corruption.
     """
 
-    x: torch.Tensor
+    x: torch.Tensor | LazyImages
     y: torch.Tensor
     ids: torch.Tensor
     num_classes: int
@@ -48,13 +52,21 @@ class ImageSet:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.x.shape[1:])  # type: ignore[return-value]
 
-    def subset(self, index: torch.Tensor) -> "ImageSet":
-        return ImageSet(self.x[index], self.y[index], self.ids[index], self.num_classes,
+    @property
+    def lazy(self) -> bool:
+        return isinstance(self.x, LazyImages)
+
+    def subset(self, index: torch.Tensor | slice) -> "ImageSet":
+        """The examples at positions `index`; lazy images stay lazy (nothing is read)."""
+        x = self.x.take(index) if isinstance(self.x, LazyImages) else self.x[index]
+        return ImageSet(x, self.y[index], self.ids[index], self.num_classes,
                         self.corruption[index], self.true_y[index])
 
     def fingerprint(self) -> str:
-        """sha256 over images, labels and ids: changes when any example changes."""
+        """sha256 over images, labels and ids: changes when any example changes. Lazy images are
+        hashed a chunk at a time, to the same digest as the same images held in memory."""
         h = hashlib.sha256()
-        for t in (self.x, self.y, self.ids):
-            h.update(t.contiguous().numpy().tobytes())
+        chunks = self.x.chunks() if isinstance(self.x, LazyImages) else [self.x]
+        for t in itertools.chain(chunks, (self.y, self.ids)):  # one chunk of images alive at a time
+            h.update(memoryview(t.cpu().contiguous().numpy()))  # no copy of the bytes
         return h.hexdigest()

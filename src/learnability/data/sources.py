@@ -4,7 +4,11 @@
 - `digits`: scikit-learn's bundled 8x8 digits.
 - `npz`: a user's `.npz` with arrays `x` (`[N, H, W]`, `[N, H, W, C]` or `[N, C, H, W]`, uint8 0-255
   or float 0-1) and `y` (integer labels); optional `x_test`, `y_test`.
-- `folder`: a user's folder with one subfolder per class of PNG/JPEG images, read with Pillow.
+- `folder`: a user's folder with one subfolder per class of PNG/JPEG images, read with Pillow when
+  a batch needs them (`LazyImages`: the pool is never held in memory).
+- `npy`: a folder holding `x.npy` (uint8 images `[N, H, W]`, `[N, C, H, W]` or `[N, H, W, C]`) and
+  `y.npy` (integer labels), optionally `x_test.npy` and `y_test.npy`; images are read from the file
+  when a batch needs them, for pools larger than memory.
 Sources without a test split hold out `test_fraction` of their examples (seeded).
 """
 
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 
 from learnability.data.imageset import ImageSet
+from learnability.data.lazy import FileImages, LazyImages, NpyImages
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_FILES = {
@@ -26,7 +31,7 @@ FASHION_MNIST_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 IMAGE_EXTS = {".png", ".jpg", ".jpeg"}
-SOURCES = ("fashion_mnist", "digits", "npz", "folder")
+SOURCES = ("fashion_mnist", "digits", "npz", "folder", "npy")
 
 
 def load_source(source: str, *, path: str = "", image_size: int = 0, channels: int = 0,
@@ -44,22 +49,26 @@ def load_source(source: str, *, path: str = "", image_size: int = 0, channels: i
         return _npz(path, num_classes, test_fraction, seed)
     if source == "folder":
         return _folder(path, image_size or 32, channels or 1, test_fraction, seed)
+    if source == "npy":
+        return _npy(path, num_classes, test_fraction, seed)
     raise ValueError(f"unknown data.source {source!r}; choose one of {', '.join(SOURCES)}")
 
 
-def _to_imageset(x_uint8: np.ndarray, y: np.ndarray, num_classes: int, ids: np.ndarray) -> ImageSet:
-    x = torch.tensor(x_uint8, dtype=torch.float32).div_(127.5).sub_(1.0)
-    return ImageSet(x, torch.from_numpy(y.astype(np.int64)), torch.from_numpy(ids.astype(np.int64)), num_classes)
+def _to_imageset(x_uint8: np.ndarray | LazyImages, y: np.ndarray, num_classes: int, ids: np.ndarray) -> ImageSet:
+    x = x_uint8 if isinstance(x_uint8, LazyImages) else torch.tensor(x_uint8, dtype=torch.float32).div_(127.5).sub_(1.0)
+    return ImageSet(x, torch.from_numpy(y.astype(np.int64, copy=False)), torch.from_numpy(ids.astype(np.int64, copy=False)),
+                    num_classes)
 
 
-def _split_off_test(x: np.ndarray, y: np.ndarray, k: int, test_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+def _split_off_test(x: np.ndarray | LazyImages, y: np.ndarray, k: int, test_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"data.test_fraction must be in (0, 1); got {test_fraction}")
     n = len(y)
     order = np.random.default_rng(seed).permutation(n)
     n_test = max(1, round(test_fraction * n))
     te, tr = np.sort(order[:n_test]), np.sort(order[n_test:])
-    return _to_imageset(x[tr], y[tr], k, tr), _to_imageset(x[te], y[te], k, te)
+    pick = x.take if isinstance(x, LazyImages) else x.__getitem__
+    return _to_imageset(pick(tr), y[tr], k, tr), _to_imageset(pick(te), y[te], k, te)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -158,14 +167,32 @@ def _folder(path: str, size: int, channels: int, test_fraction: float, seed: int
     used = sorted({i for _, i in files})
     if len(used) < 2:
         raise ValueError(f"{root}: found images of only one class ({classes[used[0]]!r}); classification needs at least 2 class subfolders")
-    xs = np.empty((len(files), channels, size, size), dtype=np.uint8)
-    for j, (f, _) in enumerate(files):
+    for f, _ in files:  # headers only (cheap): a file that is not an image fails now, not mid-run
         try:
-            with Image.open(f) as im:
-                im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.uint8)
+            Image.open(f).close()
         except (UnidentifiedImageError, OSError) as e:
             raise ValueError(f"cannot read image {f}: {e}; remove or replace it") from e
-        xs[j] = a[None] if channels == 1 else a.transpose(2, 0, 1)
+    xs = LazyImages(FileImages([str(f) for f, _ in files], size=size, channels=channels))
     y = np.array([i for _, i in files], dtype=np.int64)
     return _split_off_test(xs, y, len(classes), test_fraction, seed)
+
+
+def _npy(path: str, num_classes: int, test_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    root = Path(path)
+    if not path or not (root / "x.npy").is_file() or not (root / "y.npy").is_file():
+        raise FileNotFoundError(f"data.source=npy needs --data.path pointing at a folder holding x.npy (uint8 images) "
+                                f"and y.npy (labels); {path!r} does not have both")
+    x, y = LazyImages(NpyImages(str(root / "x.npy"))), np.load(root / "y.npy", allow_pickle=False)
+    if len(x) != len(y):
+        raise ValueError(f"{root}: x.npy has {len(x)} images but y.npy has {len(y)} labels")
+    k = _check_labels(y, num_classes, f"{root / 'y.npy'}")
+    if (root / "x_test.npy").is_file() or (root / "y_test.npy").is_file():
+        xt, yt = LazyImages(NpyImages(str(root / "x_test.npy"))), np.load(root / "y_test.npy", allow_pickle=False)
+        if len(xt) != len(yt):
+            raise ValueError(f"{root}: x_test.npy has {len(xt)} images but y_test.npy has {len(yt)} labels")
+        if xt.shape[1:] != x.shape[1:]:
+            raise ValueError(f"{root}: x_test.npy images are {tuple(xt.shape[1:])} but x.npy images are {tuple(x.shape[1:])}")
+        k = max(k, _check_labels(yt, num_classes, f"{root / 'y_test.npy'}"))
+        return (_to_imageset(x, y.astype(np.int64, copy=False), k, np.arange(len(y))),
+                _to_imageset(xt, yt.astype(np.int64, copy=False), k, np.arange(len(yt))))
+    return _split_off_test(x, y.astype(np.int64, copy=False), k, test_fraction, seed)

@@ -8,7 +8,9 @@ import torch
 class IndexStream:
     """Yields `[batch]` int64 positions into a pool of `n` examples, without replacement within an
     epoch; a batch that crosses an epoch boundary takes the rest of one epoch and the start of the
-    next. Holds its own generator; `state_dict()` captures the exact position."""
+    next. Holds its own generator; `state_dict()` captures the exact position. The epoch's
+    permutation is kept as int32 below 2**31 examples (4 bytes an example, not 8): `randperm`
+    draws the same values for either dtype, so the stream is exactly what an int64 one gives."""
 
     def __init__(self, n: int, batch: int, seed: int):
         if n < 1:
@@ -18,7 +20,11 @@ class IndexStream:
         self.n, self.batch = n, batch
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch, self.pos, self.drawn = 0, 0, 0
-        self.perm = torch.randperm(n, generator=self.generator)
+        self.dtype = torch.int32 if n < 2 ** 31 else torch.int64
+        self.perm = self._shuffle()
+
+    def _shuffle(self) -> torch.Tensor:
+        return torch.randperm(self.n, generator=self.generator, dtype=self.dtype)
 
     def next(self) -> torch.Tensor:
         parts, need = [], self.batch
@@ -29,9 +35,9 @@ class IndexStream:
             need -= take
             if self.pos == self.n:
                 self.epoch, self.pos = self.epoch + 1, 0
-                self.perm = torch.randperm(self.n, generator=self.generator)
+                self.perm = self._shuffle()
         self.drawn += self.batch
-        return torch.cat(parts)
+        return torch.cat(parts).long()
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "pos": self.pos, "drawn": self.drawn, "perm": self.perm.clone(),
@@ -39,5 +45,5 @@ class IndexStream:
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.pos, self.drawn = state["epoch"], state["pos"], state["drawn"]
-        self.perm = state["perm"].clone()
+        self.perm = state["perm"].to(self.dtype, copy=True)  # a saved int64 permutation loads too
         self.generator.set_state(state["generator"])

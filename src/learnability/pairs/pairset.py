@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 
 import torch
+
+from learnability.data.lazy import LazyImages
 
 CLEAN, SWAPPED, UNINFORMATIVE, WRONG_ATTRIBUTE = 0, 1, 2, 3
 KIND_NAMES = {CLEAN: "clean", SWAPPED: "swapped", UNINFORMATIVE: "uninformative", WRONG_ATTRIBUTE: "wrong_attribute"}
@@ -14,9 +17,10 @@ ATTRIBUTE_FIELDS = ("class", "colour", "size", "position")
 
 @dataclasses.dataclass
 class PairSet:
-    """An image-text pair set held in memory.
+    """An image-text pair set: captions and ids in memory, images in memory or read on demand.
 
-    images: `[N, 3, H, W]` float32 in [-1, 1]. captions: N strings (what the learner sees).
+    images: `[N, 3, H, W]` float32 in [-1, 1]: a tensor, or `LazyImages` (read from shards when
+    indexed, see `pairs.tarindex`). captions: N strings (what the learner sees).
     ids: `[N]` int64 stable example ids (never cast to float).
     labels: `[N]` int64 class of the first-mentioned object, for zero-shot evaluation; None for
     unlabelled pairs (a user's own). attributes: `[N, O, 4]` int64, per object slot the indices of
@@ -28,7 +32,7 @@ class PairSet:
     class_names: names of the label classes (empty for unlabelled pairs).
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | LazyImages
     captions: list[str]
     ids: torch.Tensor
     labels: torch.Tensor | None = None
@@ -81,15 +85,17 @@ class PairSet:
         def pick(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t[index]
 
-        return PairSet(self.images[index], [self.captions[i] for i in pos], self.ids[index], pick(self.labels),
+        images = self.images.take(index) if isinstance(self.images, LazyImages) else self.images[index]
+        return PairSet(images, [self.captions[i] for i in pos], self.ids[index], pick(self.labels),
                        pick(self.attributes), self.corruption[index], [self.true_captions[i] for i in pos],
                        pick(self.style), self.class_names)
 
     def fingerprint(self) -> str:
         """sha256 over images, captions and ids: changes when any example changes."""
         h = hashlib.sha256()
-        for t in (self.images, self.ids):
-            h.update(t.contiguous().numpy().tobytes())
+        chunks = self.images.chunks() if isinstance(self.images, LazyImages) else [self.images]
+        for t in itertools.chain(chunks, [self.ids]):  # lazy images: one chunk at a time, same digest
+            h.update(memoryview(t.cpu().contiguous().numpy()))
         for c in self.captions:
             h.update(c.encode() + b"\x00")
         return h.hexdigest()

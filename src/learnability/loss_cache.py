@@ -1,0 +1,143 @@
+"""The per-id reference-loss cache on disk: memory-mapped, checksummed, replaced atomically.
+
+Layout in a reference folder:
+- `losses-<token>.ids.npy`: `[N]` int64 example ids, sorted; `losses-<token>.values.npy`: `[N]`
+  float32 losses in the same order. Both are opened with `np.load(mmap_mode="r")`, so a run holds
+  only the pages its lookups touch, never a copy of the cache.
+- `losses.json`: the commit record. It names the two files, their sha256, N, and the fingerprints
+  of the pool data and reference weights they were computed from.
+
+Crash safety: the two data files get fresh names (a random token) and are each written to a temp
+file, fsynced and renamed; only then is `losses.json` replaced the same way, and the folder
+fsynced. A crash at any point leaves `losses.json` either absent or naming complete files (the old
+ones until the rename, the new ones after), so a partly written file never replaces a good cache;
+superseded data files are deleted only after the new record is in place. Loading verifies both
+checksums; any mismatch is a `CacheMismatchError` naming the file and what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import secrets
+
+import numpy as np
+import torch
+
+from learnability.io import atomic_save_npy, atomic_write_text, file_sha256, fsync_dir
+
+RECORD = "losses.json"
+FORMAT = 1
+
+
+class CacheMismatchError(ValueError):
+    """A saved reference or loss cache does not match the data or weights of this run, or fails its checksum."""
+
+
+@dataclasses.dataclass
+class ReferenceLosses:
+    """Per-id reference losses, looked up by example id. `ids` `[N]` int64 sorted, `losses` `[N]`
+    float32: numpy arrays, memory-mapped when loaded from a cache file (ids are never cast to float)."""
+
+    ids: np.ndarray
+    losses: np.ndarray
+
+    @classmethod
+    def from_unsorted(cls, ids: torch.Tensor | np.ndarray, losses: torch.Tensor | np.ndarray) -> "ReferenceLosses":
+        ids, losses = _int64(ids), np.asarray(losses, dtype=np.float32)
+        if ids.shape != losses.shape or ids.ndim != 1:
+            raise ValueError(f"ids {ids.shape} and losses {losses.shape} must both be [N]")
+        if len(ids) > 1 and not bool(np.all(ids[:-1] <= ids[1:])):
+            order = np.argsort(ids, kind="stable")
+            ids, losses = ids[order], losses[order]
+        return cls(ids, losses)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """Losses `[n]` float32 for example ids `[n]`; raises KeyError for ids the cache does not
+        hold. A binary search over the (memory-mapped) sorted ids: O(n log N), no copy of the cache."""
+        q = _int64(ids)
+        if not len(self.ids):
+            raise KeyError(f"{len(q)} example id(s) are not in the reference-loss cache (it is empty)")
+        pos = np.searchsorted(self.ids, q).clip(max=len(self.ids) - 1)
+        found = self.ids[pos] == q
+        if not bool(found.all()):
+            raise KeyError(f"{int((~found).sum())} example id(s) are not in the reference-loss cache, "
+                           f"e.g. {int(q[~found][0])}")
+        return torch.from_numpy(np.array(self.losses[pos], dtype=np.float32))
+
+
+def _int64(ids: torch.Tensor | np.ndarray) -> np.ndarray:
+    a = ids.detach().cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"example ids must be integers (int64); got {a.dtype} (floats lose precision beyond 2**24)")
+    return a.astype(np.int64, copy=False)
+
+
+def write_cache(ref_dir: str, ids: np.ndarray, losses: np.ndarray, *, data_fingerprint: str,
+                weights_fingerprint: str, seconds: float) -> None:
+    """Save losses `[N]` of ids `[N]` (any order) as a new cache in `ref_dir`, atomically (see the
+    module docstring), replacing any cache there only once the new one is complete."""
+    cache = ReferenceLosses.from_unsorted(ids, losses)
+    os.makedirs(ref_dir, exist_ok=True)
+    token = secrets.token_hex(6)
+    names = {"ids": f"losses-{token}.ids.npy", "losses": f"losses-{token}.values.npy"}
+    atomic_save_npy(os.path.join(ref_dir, names["ids"]), np.ascontiguousarray(cache.ids, dtype=np.int64))
+    atomic_save_npy(os.path.join(ref_dir, names["losses"]), np.ascontiguousarray(cache.losses, dtype=np.float32))
+    record = {"format": FORMAT, "count": len(cache), "files": names,
+              "sha256": {k: file_sha256(os.path.join(ref_dir, v)) for k, v in names.items()},
+              "data_fingerprint": data_fingerprint, "weights_fingerprint": weights_fingerprint, "seconds": seconds}
+    fsync_dir(ref_dir)
+    atomic_write_text(os.path.join(ref_dir, RECORD), json.dumps(record, indent=2) + "\n")
+    fsync_dir(ref_dir)
+    keep = set(names.values())
+    leftovers = [os.path.join(ref_dir, p) for p in ("losses-*.npy", ".losses-*.tmp", f".{RECORD}.*.tmp")]
+    for stale in (f for pattern in leftovers for f in glob.glob(pattern)):
+        if os.path.basename(stale) not in keep:
+            os.unlink(stale)
+
+
+def read_cache(ref_dir: str, *, data_fingerprint: str, weights_fingerprint: str) -> tuple[ReferenceLosses, float] | None:
+    """The cache in `ref_dir` as memory-mapped arrays, and the seconds its caching pass took; None
+    when there is none. Raises `CacheMismatchError` when it was computed on other data or weights,
+    or when a file is missing, unreadable or fails its sha256."""
+    path = os.path.join(ref_dir, RECORD)
+    if not os.path.exists(path):
+        return None
+    fix = f"delete {path} (and the losses-*.npy files beside it) to rebuild the cache, or use a new --reference.dir"
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        files, sums, count = record["files"], record["sha256"], int(record["count"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CacheMismatchError(f"the reference-loss cache record {path} is unreadable ({e}); {fix}") from e
+    if record.get("format") != FORMAT:
+        raise CacheMismatchError(f"the reference-loss cache {path} has format {record.get('format')!r}, "
+                                 f"this version reads {FORMAT}; {fix}")
+    if record.get("data_fingerprint") != data_fingerprint:
+        raise CacheMismatchError(
+            f"the reference-loss cache {path} was computed on different pool data (fingerprint "
+            f"{str(record.get('data_fingerprint'))[:12]}, this run's pool is {data_fingerprint[:12]}); {fix}")
+    if record.get("weights_fingerprint") != weights_fingerprint:
+        raise CacheMismatchError(f"the reference-loss cache {path} was computed with other reference weights; {fix}")
+    arrays = {}
+    for key, dtype in (("ids", np.int64), ("losses", np.float32)):
+        fp = os.path.join(ref_dir, str(files[key]))
+        if not os.path.isfile(fp):
+            raise CacheMismatchError(f"the reference-loss cache file {fp} named in {path} is missing; {fix}")
+        if file_sha256(fp) != sums.get(key):
+            raise CacheMismatchError(f"the reference-loss cache file {fp} does not match its sha256 in {path} "
+                                     f"(corrupted or partly written); {fix}")
+        try:
+            a = np.load(fp, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise CacheMismatchError(f"the reference-loss cache file {fp} is unreadable ({e}); {fix}") from e
+        if a.dtype != dtype or a.shape != (count,):
+            raise CacheMismatchError(f"the reference-loss cache file {fp} holds {a.dtype} {a.shape}, "
+                                     f"expected {np.dtype(dtype)} ({count},); {fix}")
+        arrays[key] = a
+    return ReferenceLosses(arrays["ids"], arrays["losses"]), float(record.get("seconds", 0.0))
