@@ -208,3 +208,20 @@ def test_a_run_on_the_lazy_npy_source_matches_the_in_memory_npz_run(tmp_path: Pa
     assert (tmp_path / "ref-npy" / "losses.json").read_text().count("data_fingerprint") == 1
     fp = [json.loads((tmp_path / f"ref-{s}" / "losses.json").read_text())["data_fingerprint"] for s in ("npz", "npy")]
     assert fp[0] == fp[1]
+
+
+def test_data_in_memory_reads_the_same_splits_and_allows_duplicates(tmp_path: Path) -> None:
+    from learnability.config import DataConfig
+    from learnability.data import build_data
+
+    x, y = _arrays(n=200)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    base = DataConfig(source="npy", path=str(tmp_path), reference_size=30, label_noise=0.4)
+    lazy, eager = build_data(base), build_data(DataConfig(**{**base.__dict__, "in_memory": True}))
+    assert lazy.pool.lazy and not eager.pool.lazy and not eager.reference.lazy and not eager.test.lazy
+    for a, b in ((lazy.pool, eager.pool), (lazy.reference, eager.reference), (lazy.test, eager.test)):
+        assert torch.equal(a.x[:], b.x) and torch.equal(a.y, b.y) and torch.equal(a.ids, b.ids)
+        assert torch.equal(a.corruption, b.corruption)
+    dup = build_data(DataConfig(**{**base.__dict__, "in_memory": True, "duplicates": 0.1}))
+    assert int((dup.pool.corruption != 0).sum()) > 0

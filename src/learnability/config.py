@@ -35,6 +35,7 @@ class DataConfig:
     duplicates: float = 0.0        # fraction of the pool replaced by near-duplicates
     junk: float = 0.0              # fraction of the pool replaced by noise or blank images
     seed: int = 0                  # split and corruption seed
+    in_memory: bool = False        # folder / npy: read every image into memory once (faster steps; memory grows with the pool)
 
 
 @dataclasses.dataclass(frozen=True)

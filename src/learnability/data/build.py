@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from learnability.config import DataConfig
 from learnability.data.corrupt import corrupt
+from learnability.data.imageset import ImageSet
 from learnability.data.sources import load_source
 from learnability.data.splits import Splits, make_splits
 
@@ -20,6 +21,15 @@ def build_data(cfg: DataConfig) -> Splits:
     del train  # its per-id arrays are copied into the splits; a big pool should not hold them twice
     if cfg.test_size:
         splits.test = splits.test.subset(slice(0, cfg.test_size))
+    if cfg.in_memory:  # read every image once: faster steps, memory grows with the pool
+        splits = Splits(*(in_memory(s) for s in (splits.pool, splits.reference, splits.test)))
     splits.pool = corrupt(splits.pool, label_noise=cfg.label_noise, duplicates=cfg.duplicates, junk=cfg.junk,
                           seed=cfg.seed + 1)
     return splits
+
+
+def in_memory(data: ImageSet) -> ImageSet:
+    """`data` with its images read into a tensor (itself when they already are)."""
+    if not data.lazy:
+        return data
+    return ImageSet(data.x[:], data.y, data.ids, data.num_classes, data.corruption, data.true_y)

@@ -35,7 +35,7 @@ def corrupt(pool: ImageSet, *, label_noise: float = 0.0, duplicates: float = 0.0
 
     if pool.lazy and (n_junk or n_dup):
         raise ValueError("data.duplicates and data.junk rewrite images, which needs an in-memory source "
-                         "(fashion_mnist, digits, npz); with a folder or npy source use label_noise only")
+                         "(fashion_mnist, digits, npz, or a folder / npy source with --data.in_memory=true)")
     x = pool.x if pool.lazy else pool.x.clone()  # lazy images are read-only: label noise leaves them as they are
     y, code = pool.y.clone(), pool.corruption.clone()
     if n_junk:
