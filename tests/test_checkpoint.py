@@ -135,16 +135,24 @@ def _interrupt_at(monkeypatch, name: str, n: int) -> None:
                                    ["--selection.score=learnability", "--reference.train_on=online", "--train.ema=0"]])
 def test_resume_in_process_is_bit_identical(tmp_path, monkeypatch, extra):
     cfg = C.apply_overrides(C.RunConfig(), TINY + extra + ["--checkpoint.every=4"])
-    full = run(C.dataclasses.replace(cfg, out=str(tmp_path / "full")))
+    # interrupted after step 10's row, two steps past the step-8 checkpoint
+    full, resumed = _full_and_resumed(run, cfg, tmp_path, monkeypatch, at=10)
+    assert resumed["ledger"]["flops"] == full["ledger"]["flops"]
+
+
+def _full_and_resumed(run_fn, cfg, tmp_path, monkeypatch, at: int) -> tuple[dict, dict]:
+    """Summaries of an uninterrupted run and of one interrupted after step `at` and resumed;
+    checks that their logged rows agree bit for bit."""
+    full = run_fn(C.dataclasses.replace(cfg, out=str(tmp_path / "full")))
     part = C.dataclasses.replace(cfg, out=str(tmp_path / "part"))
-    _interrupt_at(monkeypatch, "step", 10)  # after step 10's row, two steps past the step-8 checkpoint
+    _interrupt_at(monkeypatch, "step", at)
     with pytest.raises(Interrupt):
-        run(part)
+        run_fn(part)
     monkeypatch.setattr(faults, "point", lambda name: None)
-    resumed = run(part, resume=True)
+    resumed = run_fn(part, resume=True)
     same_rows(read_jsonl(str(tmp_path / "full" / "metrics.jsonl")), read_jsonl(str(tmp_path / "part" / "metrics.jsonl")))
     assert resumed["final_accuracy"] == full["final_accuracy"]
-    assert resumed["ledger"]["flops"] == full["ledger"]["flops"]
+    return full, resumed
 
 
 def test_resume_cli_errors(tmp_path, capsys):
@@ -203,16 +211,7 @@ def test_clip_resume_in_process_is_bit_identical(tmp_path, monkeypatch, sampler)
             "--pairs.retrieval_size=100", "--train.batch_size=16", "--train.steps=12", "--train.eval_every=4",
             "--reference.epochs=1", "--pairs.n_chunks=4", "--progress=false", "--train.threads=1",
             "--selection.score=learnability", f"--selection.sampler={sampler}", "--checkpoint.every=3"]
-    cfg = C.apply_overrides(C.RunConfig(), args)
-    full = run_clip(C.dataclasses.replace(cfg, out=str(tmp_path / "full")))
-    part = C.dataclasses.replace(cfg, out=str(tmp_path / "part"))
-    _interrupt_at(monkeypatch, "step", 8)
-    with pytest.raises(Interrupt):
-        run_clip(part)
-    monkeypatch.setattr(faults, "point", lambda name: None)
-    resumed = run_clip(part, resume=True)
-    same_rows(read_jsonl(str(tmp_path / "full" / "metrics.jsonl")), read_jsonl(str(tmp_path / "part" / "metrics.jsonl")))
-    assert resumed["final_accuracy"] == full["final_accuracy"]
+    _full_and_resumed(run_clip, C.apply_overrides(C.RunConfig(), args), tmp_path, monkeypatch, at=8)
 
 
 def test_compare_resume_keeps_finished_arms_and_continues_the_rest(tmp_path, monkeypatch, capsys):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -52,15 +51,8 @@ def _split_resume(args: list[str]) -> tuple[str, list[str]]:
 
 def resumed_config(run_dir: str, overrides: list[str]) -> C.RunConfig:
     """The saved config of `run_dir`; only `--progress` may change on resume."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
-        raise C.ConfigError(f"--resume {run_dir}: no config.json there; is it a run folder written by `learnability run`?")
-    extra = [a for a in overrides if not a.startswith("--progress")]
-    if extra:
-        raise C.ConfigError(f"--resume continues the run with its saved config.json; drop {' '.join(extra)}")
-    with open(path) as f:
-        cfg = C.from_dict(C.RunConfig, json.load(f))
-    return dataclasses.replace(C.apply_overrides(cfg, overrides), out=run_dir)
+    saved = C.load_for_resume(run_dir, "config.json", overrides, "learnability run")
+    return dataclasses.replace(C.apply_overrides(C.from_dict(C.RunConfig, saved), overrides), out=run_dir)
 
 
 def cmd_run(args: list[str]) -> int:

@@ -62,12 +62,5 @@ def _todo(configs: list[C.RunConfig], resume: bool) -> list[C.RunConfig]:
 
 def resumed_compare(out: str, overrides: list[str]) -> tuple[C.RunConfig, list[str]]:
     """The config and arms saved in `out/compare.json`; only `--progress` may change on resume."""
-    path = os.path.join(out, "compare.json")
-    if not os.path.isfile(path):
-        raise C.ConfigError(f"--resume {out}: no compare.json there; is it a folder written by `learnability compare`?")
-    extra = [a for a in overrides if not a.startswith("--progress")]
-    if extra:
-        raise C.ConfigError(f"--resume continues the compare with its saved compare.json; drop {' '.join(extra)}")
-    with open(path) as f:
-        saved = json.load(f)
+    saved = C.load_for_resume(out, "compare.json", overrides, "learnability compare")
     return C.apply_overrides(C.from_dict(C.RunConfig, saved["config"]), overrides), list(saved["arms"])

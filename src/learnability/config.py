@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import typing
 from typing import Any
 
@@ -238,6 +239,19 @@ def save(cfg: Any, path: str) -> None:
 
     atomic_write_text(path, json.dumps(to_dict(cfg), indent=2) + "\n")
 
+
+
+def load_for_resume(folder: str, filename: str, overrides: list[str], writer: str) -> dict:
+    """The JSON `folder/filename` saved by `writer` (e.g. `learnability run`), for `--resume`;
+    only `--progress` may be overridden on resume."""
+    path = os.path.join(folder, filename)
+    if not os.path.isfile(path):
+        raise ConfigError(f"--resume {folder}: no {filename} there; is it a folder written by `{writer}`?")
+    extra = [a for a in overrides if not a.startswith("--progress")]
+    if extra:
+        raise ConfigError(f"--resume continues with the saved {filename}; drop {' '.join(extra)}")
+    with open(path) as f:
+        return json.load(f)
 
 
 def validate(cfg: RunConfig) -> None:
