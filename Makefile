@@ -32,8 +32,9 @@ demo: setup data
 	$(BIN)/learnability demo
 
 test: setup data
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not ray"
 	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m ray
 
 test-fast: setup
 	$(BIN)/python -m pytest -q

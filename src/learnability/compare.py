@@ -48,6 +48,8 @@ def compare(cfg: C.RunConfig, arms: Sequence[str], out: str, amortise: int = 10)
         from learnability.data import build_data
         from learnability.loop import run
 
+        if cfg.backend == "ray":
+            from learnability.distributed import run_ray as run
         splits = build_data(cfg.data)
         for c in configs:
             run(c, splits)
