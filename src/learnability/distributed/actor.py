@@ -110,16 +110,21 @@ class ScoringActor:
         return os.getpid()
 
     def _load(self, weights: list) -> None:
-        version, ref = weights
+        version, ref = weights  # ref: an ObjectRef to the state dict (or the dict itself, without Ray)
         if version != self.version and self.selector.proxy is not None:
-            import ray
+            if not isinstance(ref, dict):
+                import ray
 
-            self.selector.proxy.load_state_dict(ray.get(ref))
+                ref = ray.get(ref)
+            self.selector.proxy.load_state_dict(ref)
         self.version = version
 
     def produce(self, seq: int, weights: list) -> dict:
         """Draw, score and select batch `seq` of this shard with the proxy weights `[version,
-        ObjectRef]` (loaded only when the version is new). Returns the selection and its costs."""
+        ObjectRef]` (loaded only when the version is new). Returns the selection: `pos`, `ids`,
+        `x`, `y` `[b]` (pool positions, example ids, tensors), the `discarded` ids `[B - b]`, the
+        mean candidate losses, this batch's scoring FLOPs and seconds, and the selector's
+        generator state after it (for `restore`)."""
         if seq != self.seq:
             raise OutOfOrderError(f"actor {self.spec.shard} is at batch {self.seq}; asked for {seq}")
         self._load(weights)

@@ -53,12 +53,37 @@ def idle_fraction(ledger: Ledger) -> float:
 
 def run_ray(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
     """Train one arm with scoring on Ray actors; returns the summary also written to `summary.json`.
-    `uniform` selects nothing, so it runs the single-process loop."""
+    `uniform` selects nothing, so it runs the single-process loop. Joins or starts Ray first, so an
+    unreachable `ray.address` fails before any work; the actors (and an embedded Ray) are shut down
+    however the run ends, Ctrl-C included."""
     if cfg.selection.score == "uniform":
         from learnability.loop import run
 
         return run(cfg, splits)
     device, autocast = start_run(cfg)
+    started = cluster.connect(cfg.ray)
+    actors: list = []
+    queues: list[cluster.BatchQueue] = []
+    try:
+        cluster.check_resources(cfg.ray)
+        summary = _setup_and_train(cfg, splits, device, autocast, actors, queues)
+    finally:
+        import ray
+
+        unused = queues[0].close() if queues else 0
+        for handle in actors:
+            ray.kill(handle, no_restart=True)
+        if started:
+            ray.shutdown()
+    summary["ray"]["prefetched_unused"] = unused
+    atomic_write_text(os.path.join(cfg.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _setup_and_train(cfg: C.RunConfig, splits: Splits | None, device: torch.device, autocast: bool,
+                     actors: list, queues: list) -> dict:
+    import ray
+
     t, s, q = cfg.train, cfg.selection, cfg.ray
     splits = splits if splits is not None else build_data(cfg.data)
     pool, shape, k = splits.pool, splits.pool.shape, splits.pool.num_classes
@@ -86,38 +111,18 @@ def run_ray(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
     selector = build_selector(cfg, proxy=proxy, reference=reference, reference_losses=ref_losses,
                               learner=learner, ledger=ledger, autocast=autocast)
 
-    started = cluster.connect(q)
-    actors: list = []
-    queue = None
-    try:
-        import ray
-
-        cluster.check_resources(q)
-        pool_refs = [ray.put(pool.x.numpy()), ray.put(pool.y.numpy()), ray.put(pool.ids.numpy())]
-        cache = (ref_losses.ids.numpy(), ref_losses.losses.numpy()) if ref_losses is not None else None
-        ref_state = {n: v.cpu() for n, v in reference.state_dict().items()} if reference is not None and cache is None else None
-        actors = cluster.spawn(q, ScoringActor, [(spec, *pool_refs, cache, ref_state)
-                                                 for spec in actor_specs(cfg, shape, k, big_b)])
-        queue = cluster.BatchQueue(actors, q.queue_size, q.max_restarts)
-        queue.publish(0, _cpu_state(proxy))
-        pids = ray.get([a.pid.remote() for a in actors])
-        atomic_write_text(os.path.join(cfg.out, "actors.json"), json.dumps({"pids": pids}) + "\n")
-        summary = _train(cfg, splits, queue, learner, optimizer, ema, ema_flops, learner_cost, selector, ledger,
-                         device, autocast, b, big_b, pids)
-    finally:
-        unused = queue.close() if queue is not None else 0
-        if actors:
-            import ray
-
-            for a in actors:
-                ray.kill(a, no_restart=True)
-        if started:
-            import ray
-
-            ray.shutdown()
-    summary["prefetched_unused"] = unused
-    atomic_write_text(os.path.join(cfg.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
-    return summary
+    # Actors: the pool goes to the object store once (shared read-only on a node), then one actor per shard.
+    pool_refs = [ray.put(pool.x.numpy()), ray.put(pool.y.numpy()), ray.put(pool.ids.numpy())]
+    cache = (ref_losses.ids.numpy(), ref_losses.losses.numpy()) if ref_losses is not None else None
+    ref_state = _cpu_state(reference) if reference is not None and cache is None else None
+    actors += cluster.spawn(q, ScoringActor, [(spec, *pool_refs, cache, ref_state) for spec in actor_specs(cfg, shape, k, big_b)])
+    queue = cluster.BatchQueue(actors, q.queue_size, q.max_restarts)
+    queues.append(queue)
+    queue.publish(0, _cpu_state(proxy))
+    pids = ray.get([a.pid.remote() for a in actors])
+    atomic_write_text(os.path.join(cfg.out, "actors.json"), json.dumps({"pids": pids}) + "\n")
+    return _train(cfg, splits, queue, learner, optimizer, ema, ema_flops, learner_cost, selector, ledger,
+                  device, autocast, b, big_b, pids)
 
 
 def _like(x: torch.Tensor, pool_x: torch.Tensor) -> torch.Tensor:
