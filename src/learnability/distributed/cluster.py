@@ -88,10 +88,11 @@ class Request:
 class BatchQueue:
     """The bounded FIFO of selected batches between the actors and the learner."""
 
-    def __init__(self, actors: list, queue_size: int, max_restarts: int):
+    def __init__(self, actors: list, queue_size: int, max_restarts: int, restart_timeout_s: float = 120.0):
         import ray
 
         self.ray, self.actors, self.size, self.max_restarts = ray, actors, queue_size, max_restarts
+        self.restart_timeout_s = restart_timeout_s
         self.next_seq = [0] * len(actors)                       # next batch to request, per actor
         self.received: list[tuple[int, Any]] = [(0, None)] * len(actors)  # (seq, generator) after the last received
         self.pending: collections.deque[Request] = collections.deque()
@@ -130,17 +131,35 @@ class BatchQueue:
             return out
 
     def _recover(self, a: int, step: int, err: Exception) -> None:
+        """Actor `a` died: wait for Ray to restart it, restore it to the batch after the last one
+        received from it, and re-issue its lost requests in their places in the queue."""
+        import time
+
+        from ray.exceptions import ActorUnavailableError, RayActorError
+
         self.restarts[a] += 1
         if self.restarts[a] > self.max_restarts:
             raise RuntimeError(f"scoring actor {a} died {self.restarts[a]} times (ray.max_restarts={self.max_restarts}): {err}") from err
-        self.actors[a].restore.remote(*self.received[a])  # runs before the re-issued requests (same caller, in order)
+        deadline = time.monotonic() + self.restart_timeout_s
+        while True:
+            try:
+                pid = self.ray.get(self.actors[a].restore.remote(*self.received[a]))
+                break
+            except ActorUnavailableError:  # still restarting
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"scoring actor {a} did not come back within {self.restart_timeout_s:g}s") from err
+                time.sleep(0.05)
+            except RayActorError as e:  # dead for good: restarts used up
+                raise RuntimeError(f"scoring actor {a} died and Ray could not restart it (ray.max_restarts="
+                                   f"{self.max_restarts}): {e}") from e
         lost = 0
         for i, r in enumerate(self.pending):
             if r.actor == a:
                 self.pending[i] = self._issue(a, r.seq)
                 lost += 1
         self.lost += lost
-        self.events.append({"step": step, "actor": a, "requests_reissued": lost, "resumed_at_batch": self.received[a][0]})
+        self.events.append({"step": step, "actor": a, "requests_reissued": lost, "resumed_at_batch": self.received[a][0],
+                            "pid": pid})
 
     def close(self) -> int:
         """Cancel what is still in flight; returns how many requests were (prefetched, never used)."""

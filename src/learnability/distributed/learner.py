@@ -149,8 +149,13 @@ def _train(cfg, splits, queue, learner, optimizer, ema, ema_flops, learner_cost,
         for step in range(1, t.steps + 1):
             # 1. The next selected batch from the actors; waiting for it is the learner's idle time.
             t0 = time.perf_counter()
+            events = len(queue.events)
             out = queue.get(step)
             ledger.add("idle", seconds=time.perf_counter() - t0)
+            if len(queue.events) > events:  # an actor was restarted: record its new process
+                for e in queue.events[events:]:
+                    pids[e["actor"]] = e["pid"]
+                atomic_write_text(os.path.join(cfg.out, "actors.json"), json.dumps({"pids": pids}) + "\n")
             a = out["actor"]
             for key in ACTOR_KEYS:
                 per_actor[a][key] += out[key]
