@@ -88,11 +88,10 @@ def test_unreachable_address_fails_within_seconds_with_a_clear_error(tmp_path, c
     assert not (tmp_path / "r" / "reference").exists()
 
 
-def _actor(cfg: C.RunConfig, shard: int = 0, shards: int = 1) -> tuple[ScoringActor, dict]:
+def _actor(cfg: C.RunConfig, shard: int = 0, shards: int = 1, pool=None) -> tuple[ScoringActor, dict]:
     from learnability.distributed.learner import actor_specs
 
-    splits = build_data(cfg.data)
-    pool = splits.pool
+    pool = pool if pool is not None else build_data(cfg.data).pool
     spec = dataclasses.replace(actor_specs(cfg, pool.shape, pool.num_classes, 64)[0], shard=shard, shards=shards,
                                score="hard_learner")  # online proxy only: no reference needed
     proxy = build_model(cfg.model.proxy, pool.shape, pool.num_classes).state_dict()
@@ -114,7 +113,7 @@ def test_actor_accounts_for_every_drawn_id_and_restores_exactly(tmp_path):
     with pytest.raises(OutOfOrderError):
         actor.produce(7, weights)
     # a fresh actor restored to batch 2 redraws and reselects batches 2 and 3 exactly
-    fresh, _ = _actor(cfg, shard=1, shards=2)
+    fresh, _ = _actor(cfg, shard=1, shards=2, pool=extra["pool"])
     fresh.restore(2, outs[1]["generator"])
     for i in (2, 3):
         again = fresh.produce(i, weights)
@@ -166,6 +165,13 @@ def test_one_synchronous_actor_equals_the_single_process_loop(tmp_path, ray_sess
     assert summary["ray"]["restarts"] == [0] and summary["ray"]["learner_idle_fraction"] > 0
     assert remote[-1]["actor0_flops_scoring"] == remote[-1]["flops_scoring"] > 0
     assert remote[-1]["seconds_idle"] > 0 and remote[-1]["actor0_seconds_scoring"] > 0
+    # the report shows the learner's idle time and every actor's scoring costs, from the files alone
+    from learnability.report import build_report
+
+    path, _ = build_report([str(tmp_path / "ray")], str(tmp_path / "report"))
+    text = open(path).read()
+    assert "## Actor-learner (backend=ray)" in text and f"{remote[-1]['actor0_flops_scoring']:.3g}" in text
+    assert "## Actor-learner" not in open(build_report([str(tmp_path / "local")], str(tmp_path / "r2"))[0]).read()
 
 
 def _expected_draws(cfg: C.RunConfig, n_pool: int, ids: torch.Tensor, actor: int, shards: int, batches: int) -> list[set]:

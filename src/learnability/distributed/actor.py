@@ -44,7 +44,7 @@ class ActorSpec:
     num_classes: int
     stream_seed: int           # shard 0 uses the loop's seed (train.seed + 5)
     selector_seed: int         # shard 0 uses the loop's seed (train.seed + 4)
-    threads: int = 1
+    threads: int = 1           # torch CPU threads (the actor's Ray CPUs, at least 1)
     device: str = "cpu"
 
 

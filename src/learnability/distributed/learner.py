@@ -41,7 +41,7 @@ def actor_specs(cfg: C.RunConfig, in_shape: tuple[int, ...], num_classes: int, b
     return [ActorSpec(shard=i, shards=q.actors, score=s.score, sampler=s.sampler, temperature=s.temperature,
                       batch_size=t.batch_size, super_batch=big_b, proxy=cfg.model.proxy, in_shape=tuple(in_shape),
                       num_classes=num_classes, stream_seed=t.seed + 5 + 1000 * i, selector_seed=t.seed + 4 + 1000 * i,
-                      threads=t.threads or max(1, int(q.cpus_per_actor)), device="cuda" if q.gpus_per_actor > 0 else "cpu")
+                      threads=max(1, round(q.cpus_per_actor)), device="cuda" if q.gpus_per_actor > 0 else "cpu")
             for i in range(q.actors)]
 
 

@@ -1,0 +1,157 @@
+"""Actor-learner benchmark: learner throughput and idle time with 0 (single-process), 1 and 2 Ray
+scoring actors, and a projection of how many actors keep a learner busy.
+
+    python bench/actor_learner.py            # 400 steps per setting on Fashion-MNIST (~3 min, 2 cores)
+    python bench/actor_learner.py --quick    # 60 steps on digits (under a minute; the smoke variant)
+
+Learner `cnn_small`, online proxy and reference `mlp_medium` (9.4x fewer forward FLOPs, so a proxy
+about 10x cheaper), reference losses cached, b = 128 of B = 256, learnability scores, softmax
+sampling. Settings run back to back in one process on the same data and reference. Rates are
+measured in steady state (after the first `--warmup` steps) from the learner's ledger: learner
+steps/s = steps / the learner's loop seconds (data, learner, proxy training, scoring and selection
+when in-process, waiting on the queue when on actors); idle fraction = the share of those seconds
+the learner spends not training (waiting on the queue; in-process: scoring, selection and drawing).
+
+Expected on a 2-core CPU machine: actors and the learner compete for the same two cores, so
+actors relieve the learner of the scoring work but slow its training; the gain is modest or
+negative here, and the projection (per-example costs measured here, scaled by FLOPs) is the
+number that carries to a machine with a core or accelerator per actor.
+
+Writes bench/results/actor_learner[-quick].json (`rows`, `projection`) and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+from common import machine
+
+from learnability import config as C
+from learnability.data import build_data
+from learnability.distributed import run_ray
+from learnability.io import atomic_write_text, read_jsonl
+from learnability.loop import run
+
+FULL = ["--data.pool_size=20000", "--data.reference_size=5000", "--data.test_size=1000", "--data.label_noise=0.4",
+        "--model.learner=cnn_small", "--model.proxy=mlp_medium", "--train.batch_size=128", "--reference.epochs=2"]
+QUICK = ["--data.source=digits", "--data.reference_size=300", "--data.label_noise=0.4", "--model.learner=cnn_small",
+         "--model.proxy=mlp_medium", "--train.batch_size=32", "--reference.epochs=2"]
+RATIOS = (1 / 10, 1 / 30, 1 / 100)
+LOOP = ("data", "learner", "proxy_train", "scoring", "selection", "idle")
+
+
+def steady(rows: list[dict], warmup: int) -> dict:
+    """Per-step seconds by ledger category between step `warmup` and the last step."""
+    a, b = rows[warmup - 1], rows[-1]
+    n = b["step"] - a["step"]
+    per = {c: (b.get(f"seconds_{c}", 0.0) - a.get(f"seconds_{c}", 0.0)) / n for c in LOOP}
+    per["steps"] = n
+    for key in ("actor0_seconds_scoring", "actor0_seconds_selection", "actor0_seconds_data", "actor0_flops_scoring",
+                "flops_learner", "flops_proxy_train", "flops_scoring"):
+        if key in b:
+            per[key] = (b[key] - a[key]) / n
+    return per
+
+
+def row_for(actors: int, rows: list[dict], warmup: int) -> dict:
+    per = steady(rows, warmup)
+    loop = sum(per[c] for c in LOOP)
+    waiting = per["idle"] if actors else per["scoring"] + per["selection"] + per["data"]
+    return {"actors": actors, "learner_steps_per_s": 1.0 / loop, "learner_idle_fraction": waiting / loop,
+            "seconds_per_step": {c: per[c] for c in LOOP}, "steady_steps": per["steps"],
+            "max_staleness": max((r.get("staleness", 0) for r in rows), default=0), "per_step": per}
+
+
+def projection(local: dict, one: dict, ratio_measured: float, big_b: int) -> list[dict]:
+    """Actors per learner that keep it busy, for proxy/learner FLOP ratios in RATIOS.
+
+    From the measured per-example costs: the learner's busy seconds per step (its training plus the
+    online proxy's, which scales with the proxy's FLOPs) against one actor's seconds per super-batch
+    (scoring scales with the proxy's FLOPs; drawing and sampling do not). Measured on one machine
+    where both share the cores, and assuming per-FLOP speed stays what it was for these models."""
+    p = local["per_step"]  # in-process: no competition for the cores while each part runs
+    learner_s, proxy_train_s = p["learner"], p["proxy_train"]
+    scoring_per_example = p["scoring"] / big_b
+    fixed_per_batch = p["selection"] + p["data"]
+    out = []
+    for r in RATIOS:
+        scale = r / ratio_measured
+        busy = learner_s + proxy_train_s * scale
+        actor = scoring_per_example * scale * big_b + fixed_per_batch
+        out.append({"proxy_learner_flop_ratio": f"1/{round(1 / r)}", "learner_busy_seconds_per_step": busy,
+                    "actor_seconds_per_batch": actor, "actors_per_learner": math.ceil(actor / busy - 1e-9),
+                    "actor_share_of_learner_step": actor / busy})
+    return out
+
+
+def markdown(rows: list[dict], proj: list[dict], command: str, settings: str, note: str) -> str:
+    lines = [f"Command: `{command}`  ", f"Settings: {settings}  ", f"Machine: {machine()}  ", f"Note: {note}", "",
+             "| actors | learner steps/s | learner idle fraction | seconds/step: learner | proxy training | scoring+selection (in learner) | waiting on queue | max staleness |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = r["seconds_per_step"]
+        lines.append(f"| {r['actors']} | {r['learner_steps_per_s']:.2f} | {100 * r['learner_idle_fraction']:.1f}% | "
+                     f"{s['learner']:.4f} | {s['proxy_train']:.4f} | {s['scoring'] + s['selection']:.4f} | {s['idle']:.4f} | "
+                     f"{r['max_staleness']} |")
+    lines += ["", "Projection from the measured per-example costs (in-process run, scaled by FLOPs):", "",
+              "| proxy/learner FLOPs | learner busy s/step | one actor s/super-batch | actors per learner to keep it busy |",
+              "|---|---|---|---|"]
+    for p in proj:
+        lines.append(f"| {p['proxy_learner_flop_ratio']} | {p['learner_busy_seconds_per_step']:.4f} | "
+                     f"{p['actor_seconds_per_batch']:.4f} | {p['actors_per_learner']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="digits, 60 steps: the smoke variant")
+    ap.add_argument("--steps", type=int, default=0)
+    ap.add_argument("--warmup", type=int, default=0)
+    ap.add_argument("--out", default="runs/bench-actor-learner")
+    ap.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    a = ap.parse_args(argv)
+    steps = a.steps or (60 if a.quick else 400)
+    warmup = a.warmup or max(1, steps // 10)
+    out = os.path.join(a.out, time.strftime("%Y%m%d-%H%M%S"))
+    threads = os.cpu_count() or 1
+    base = C.apply_overrides(C.RunConfig(), [*(QUICK if a.quick else FULL), f"--train.steps={steps}",
+                                             f"--train.eval_every={steps}", "--progress=false",
+                                             f"--train.threads={threads}", f"--reference.dir={out}/reference"])
+    splits = build_data(base.data)
+    rows, summaries = [], {}
+    for actors in (0, 1, 2):
+        cfg = C.apply_overrides(base, [f"--out={out}/actors{actors}"] + ([] if not actors else [
+            "--backend=ray", f"--ray.actors={actors}", "--ray.cpus_per_actor=1", f"--ray.queue_size={2 * actors}",
+            "--ray.publish_every=1", f"--ray.num_cpus={threads}"]))  # an actor scores with one thread per Ray CPU
+        summaries[actors] = (run_ray if actors else run)(cfg, splits)
+        rows.append(row_for(actors, read_jsonl(os.path.join(cfg.out, "metrics.jsonl")), warmup))
+        print(f"actors={actors}: {rows[-1]['learner_steps_per_s']:.2f} learner steps/s, "
+              f"idle {100 * rows[-1]['learner_idle_fraction']:.1f}%", flush=True)
+    ratio = 1.0 / summaries[0]["proxy_flops_ratio"]
+    proj = projection(rows[0], rows[1], ratio, summaries[0]["super_batch"])
+    gpu = "no CUDA GPU in this session: learner and actors ran on CPU; the GPU run of this bench is not done"
+    note = (f"{threads} CPU cores shared by the learner ({threads} threads) and the actors (one Ray CPU each): "
+            f"actors compete with the learner for the cores. Proxy/learner forward FLOPs measured: 1/{1 / ratio:.1f}. {gpu}.")
+    settings = (f"{'digits' if a.quick else 'Fashion-MNIST (pool 20k)'}, learner {base.model.learner}, proxy/reference "
+                f"{base.model.proxy}, b={base.train.batch_size}, B={summaries[0]['super_batch']}, {steps} steps "
+                f"(rates from step {warmup} on), reference losses cached, queue 2 per actor, publish every step")
+    command = "python bench/actor_learner.py" + (" --quick" if a.quick else "")
+    result = {"command": command, "settings": settings, "machine": machine(), "note": note, "gpu": None,
+              "proxy_learner_flop_ratio": ratio, "rows": rows, "projection": proj,
+              "ray": {str(k): v["ray"] for k, v in summaries.items() if "ray" in v}}
+    name = "actor_learner-quick" if a.quick else "actor_learner"
+    os.makedirs(a.results, exist_ok=True)
+    atomic_write_text(os.path.join(a.results, f"{name}.json"), json.dumps(result, indent=2) + "\n")
+    md = markdown(rows, proj, command, settings, note)
+    atomic_write_text(os.path.join(a.results, f"{name}.md"), md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
