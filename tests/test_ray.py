@@ -296,3 +296,21 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.slow
+def test_actor_learner_bench_smoke_writes_rows_and_projection(tmp_path):
+    pytest.importorskip("ray")
+    bench = os.path.join(os.path.dirname(__file__), "..", "bench")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.path.join(bench, "..", "src"),
+                                                                 os.environ.get("PYTHONPATH", "")) if p))
+    r = subprocess.run([sys.executable, "actor_learner.py", "--quick", "--steps=8", "--repeats=1",
+                        f"--out={tmp_path / 'runs'}", f"--results={tmp_path / 'results'}"],
+                       cwd=bench, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads((tmp_path / "results" / "actor_learner-quick.json").read_text())
+    assert [row["actors"] for row in result["rows"]] == [0, 1, 2]
+    assert all(row["learner_steps_per_s"] > 0 and 0 <= row["learner_idle_fraction"] < 1 for row in result["rows"])
+    assert [p["proxy_learner_flop_ratio"] for p in result["projection"]] == ["1/10", "1/30", "1/100"]
+    assert all(p["actors_per_learner"] >= 1 for p in result["projection"])
+    assert (tmp_path / "results" / "actor_learner-quick.md").read_text().startswith("Command:")
