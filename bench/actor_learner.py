@@ -6,7 +6,8 @@ scoring actors, and a projection of how many actors keep a learner busy.
 
 Learner `cnn_small`, online proxy and reference `mlp_medium` (9.4x fewer forward FLOPs, so a proxy
 about 10x cheaper), reference losses cached, b = 128 of B = 256, learnability scores, softmax
-sampling. Settings run back to back in one process on the same data and reference. Rates are
+sampling. The learner uses one torch thread and each actor one (`--threads` changes the learner's).
+Settings run back to back in one process on the same data and reference. Rates are
 measured in steady state (after the first `--warmup` steps) from the learner's ledger: learner
 steps/s = steps / the learner's loop seconds (data, learner, proxy training, scoring and selection
 when in-process, waiting on the queue when on actors); idle fraction = the share of those seconds
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=0)
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=0, help="interleaved repeats of the three settings (default 2; quick 1)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="the learner's torch threads (default 1: on a shared 2-core machine 2 threads ran 3-4x slower)")
     ap.add_argument("--out", default="runs/bench-actor-learner")
     ap.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     a = ap.parse_args(argv)
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     warmup = a.warmup or max(1, steps // 10)
     repeats = a.repeats or (1 if a.quick else 2)
     out = os.path.join(a.out, time.strftime("%Y%m%d-%H%M%S"))
-    threads = os.cpu_count() or 1
+    threads = a.threads
     base = C.apply_overrides(C.RunConfig(), [*(QUICK if a.quick else FULL), f"--train.steps={steps}",
                                              f"--train.eval_every={steps}", "--progress=false",
                                              f"--train.threads={threads}", f"--reference.dir={out}/reference"])
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         for actors in ((0, 1, 2) if rep % 2 == 0 else (2, 1, 0)):  # interleaved; the order alternates
             cfg = C.apply_overrides(base, [f"--out={out}/actors{actors}-{rep}"] + ([] if not actors else [
                 "--backend=ray", f"--ray.actors={actors}", "--ray.cpus_per_actor=1", f"--ray.queue_size={2 * actors}",
-                "--ray.publish_every=1", f"--ray.num_cpus={threads}"]))  # an actor scores with one thread per Ray CPU
+                "--ray.publish_every=1", f"--ray.num_cpus={os.cpu_count()}"]))  # an actor scores with one thread per Ray CPU
             summaries[actors] = (run_ray if actors else run)(cfg, splits)
             runs[actors].append(row_for(actors, read_jsonl(os.path.join(cfg.out, "metrics.jsonl")), warmup))
             print(f"repeat {rep}, actors={actors}: {runs[actors][-1]['learner_steps_per_s']:.2f} learner steps/s, "
@@ -160,13 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     ratio = 1.0 / summaries[0]["proxy_flops_ratio"]
     proj = projection(rows[0]["seconds_per_step"], ratio, summaries[0]["super_batch"])
     gpu = "no CUDA GPU in this session: learner and actors ran on CPU; the GPU run of this bench is not done"
-    note = (f"{threads} CPU cores shared by the learner ({threads} threads) and the actors (one Ray CPU each): "
-            f"actors compete with the learner for the cores; other jobs shared the machine (load average "
+    note = (f"{os.cpu_count()} CPU cores shared by the learner ({threads} torch thread(s)) and the actors (one Ray CPU "
+            f"and one thread each): with 2 actors the three compete for the cores; "
+            f"other jobs shared the machine (load average "
             f"{load['before'][1]:.1f} before, {load['after'][1]:.1f} after), so rates are noisy. Proxy/learner forward FLOPs measured: 1/{1 / ratio:.1f}. {gpu}.")
     settings = (f"{'digits' if a.quick else 'Fashion-MNIST (pool 20k)'}, learner {base.model.learner}, proxy/reference "
                 f"{base.model.proxy}, b={base.train.batch_size}, B={summaries[0]['super_batch']}, {steps} steps "
                 f"(rates from step {warmup} on), median of {repeats} interleaved repeats, reference losses cached, queue 2 per actor, publish every step")
-    command = "python bench/actor_learner.py" + (" --quick" if a.quick else "")
+    command = "python bench/actor_learner.py" + (" --quick" if a.quick else "") + (f" --threads={threads}" if threads != 1 else "")
     result = {"command": command, "settings": settings, "machine": machine(), "note": note, "gpu": None, "load_average": load,
               "proxy_learner_flop_ratio": ratio, "rows": rows, "projection": proj,
               "ray": {str(k): v["ray"] for k, v in summaries.items() if "ray" in v}}
