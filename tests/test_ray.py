@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,9 +170,9 @@ def test_one_synchronous_actor_equals_the_single_process_loop(tmp_path, ray_sess
     from learnability.report import build_report
 
     path, _ = build_report([str(tmp_path / "ray")], str(tmp_path / "report"))
-    text = open(path).read()
+    text = Path(path).read_text()
     assert "## Actor-learner (backend=ray)" in text and f"{remote[-1]['actor0_flops_scoring']:.3g}" in text
-    assert "## Actor-learner" not in open(build_report([str(tmp_path / "local")], str(tmp_path / "r2"))[0]).read()
+    assert "## Actor-learner" not in Path(build_report([str(tmp_path / "local")], str(tmp_path / "r2"))[0]).read_text()
 
 
 def _expected_draws(cfg: C.RunConfig, n_pool: int, ids: torch.Tensor, actor: int, shards: int, batches: int) -> list[set]:
