@@ -233,6 +233,47 @@ def test_async_actors_killed_mid_run_select_no_id_twice_in_a_pass_and_lose_none(
 
 
 @pytest.mark.ray
+def test_an_address_that_answers_but_is_not_ray_fails_within_seconds(tmp_path):
+    import socket
+
+    pytest.importorskip("ray")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def accept() -> None:  # accepts and hangs up: an open port that speaks no Ray
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                server.accept()[0].close()
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "learnability.cli", "run", f"--out={tmp_path / 'r'}", *TINY,
+                            "--backend=ray", f"--ray.address=127.0.0.1:{port}", "--ray.connect_timeout_s=1"],
+                           capture_output=True, text=True, timeout=120, env=_env())
+        elapsed = time.perf_counter() - t0
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"ray.address=127.0.0.1:{port}: something answers there but no Ray cluster joined" in r.stderr
+    assert elapsed < 30
+
+
+def _env() -> dict:
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p))
+
+
+@pytest.mark.ray
 def test_ctrl_c_mid_run_leaves_no_actor_processes(tmp_path, ray_session):
     from learnability.distributed import run_ray
 

@@ -44,18 +44,42 @@ def check_reachable(address: str, timeout_s: float) -> None:
 def connect(q: RayConfig) -> bool:
     """Join the cluster at `q.address`, or start an embedded local Ray. Returns whether this call
     started Ray (and so must shut it down); an already initialised Ray is reused."""
-    import ray
+    import sys
 
-    if ray.is_initialized():
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         return False
     if q.address and q.address != "auto":
         check_reachable(q.address, q.connect_timeout_s)
     if q.address:
-        ray.init(address=q.address, log_to_driver=False, configure_logging=False)
+        _join(q.address, q.connect_timeout_s)
     else:
+        import ray
+
         ray.init(num_cpus=q.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  configure_logging=False, object_store_memory=q.object_store_mb * 2**20 if q.object_store_mb else None)
     return True
+
+
+def _join(address: str, timeout_s: float) -> None:
+    """`ray.init(address=...)`; a ConfigError when something answers at the address but no Ray
+    cluster joins. Ray reads its connection timeouts once, when first imported: unless the user set
+    them, they are bounded by `timeout_s` here (Ray's defaults wait ~20 s per attempt, over a
+    minute in all), which works when this is the process's first Ray import (the CLI's case)."""
+    import math
+    import sys
+
+    if "ray" not in sys.modules:
+        wait = str(max(1, math.ceil(timeout_s)))
+        for key in ("RAY_gcs_rpc_server_connect_timeout_s", "RAY_py_gcs_connect_timeout_s", "RAY_gcs_server_port_wait_time_s"):
+            os.environ.setdefault(key, wait)
+    import ray
+
+    try:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError) as e:
+        raise ConfigError(f"ray.address={address}: something answers there but no Ray cluster joined within "
+                          f"~{timeout_s:g}s ({str(e).splitlines()[0]}); check the address and port (the head's "
+                          "GCS port, 6379 by default, or ray://host:10001 for Ray Client)") from e
 
 
 def check_resources(q: RayConfig) -> None:
