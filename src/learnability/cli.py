@@ -68,6 +68,12 @@ def cmd_run(args: list[str]) -> int:
         from learnability.clip_loop import run_clip
 
         summary = run_clip(cfg, resume=bool(resume))
+    elif cfg.backend == "ray":
+        from learnability.distributed import run_ray
+
+        if resume:
+            raise C.ConfigError("--resume does not cover backend=ray yet; rerun the run, or use the local backend")
+        summary = run_ray(cfg)
     else:
         summary = run(cfg, resume=bool(resume))
     print(f"{summary['arm']}: final test accuracy {summary['final_accuracy']:.4f} after {summary['steps']} steps; "
@@ -137,8 +143,9 @@ USAGE = """usage: learnability {run,compare,report,demo} [--section.field=value 
   report    RUN_DIR... -> report.md and PNG plots, from the run files alone
   demo      the compare on Fashion-MNIST at 40% label noise, small settings
 
-config sections: data, model, selection, reference, train (see learnability/config.py); e.g.
+config sections: data, model, selection, reference, train, ray (see learnability/config.py); e.g.
   learnability run --selection.score=learnability --train.steps=500 --data.label_noise=0.2
+  learnability run --backend=ray --ray.actors=2     # scoring on Ray actors apart from the learner
 """
 
 

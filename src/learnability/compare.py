@@ -52,7 +52,12 @@ def compare(cfg: C.RunConfig, arms: Sequence[str], out: str, amortise: int = 10,
 
         splits = build_data(cfg.data)
         for c in _todo(configs, resume):
-            run(c, splits, resume=resume)
+            if c.backend == "ray":  # no checkpoints: an unfinished arm starts again from step 0
+                from learnability.distributed import run_ray
+
+                run_ray(c, splits)
+            else:
+                run(c, splits, resume=resume)
     return build_report([c.out for c in configs], out, amortise)
 
 

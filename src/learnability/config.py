@@ -108,6 +108,21 @@ class CheckpointConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RayConfig:
+    """The actor-learner backend (`backend=ray`, `learnability.distributed`)."""
+    address: str = ""              # "" = embedded local Ray on this machine; host:port (or ray://host:port) joins a cluster
+    actors: int = 1                # scoring actors, each with its own shard of the pool
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    publish_every: int = 1         # k: the learner publishes the online proxy's weights every k steps
+    queue_size: int = 2            # selected batches in flight at once; 1 actor, k=1, queue_size=1 = synchronous
+    max_restarts: int = 3          # Ray restarts a dead actor this many times
+    num_cpus: int = 0              # embedded Ray: CPUs it may use (0 = all of this machine's)
+    object_store_mb: int = 0       # embedded Ray: object store size (0 = Ray's default)
+    connect_timeout_s: float = 5.0  # a cluster address that does not answer within this fails the run
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -116,6 +131,8 @@ class RunConfig:
     train: TrainConfig = TrainConfig()
     pairs: PairsConfig = PairsConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    ray: RayConfig = RayConfig()
+    backend: str = "local"         # local (the single-process loop) | ray (scoring actors apart from the learner)
     task: str = "classify"         # classify | clip
     name: str = ""                 # the arm's name in reports ("" = the score)
     out: str = "runs/run"
@@ -320,11 +337,39 @@ def validate(cfg: RunConfig) -> None:
                        f"must be one of {', '.join(list_samplers() + list_joint_samplers())}"))
     elif cfg.task != "classify":
         raise ConfigError(f"task must be classify or clip; got {cfg.task!r}")
+    if cfg.backend != "local":
+        checks += _ray_checks(cfg)
     for ok, key, why in checks:
         if not ok:
             raise ConfigError(f"{key} {why}")
     if s.score != "uniform" and d.reference_size == 0 and r.train_on == "curated":
         raise ConfigError("reference.train_on=curated needs data.reference_size > 0")
+
+
+def _scores_with_learner(score: str) -> bool:
+    from learnability.scores import get_score, list_scores
+
+    return score in list_scores() and "learner" in get_score(score).needs
+
+
+def _ray_checks(cfg: RunConfig) -> list[tuple[bool, str, str]]:
+    q = cfg.ray
+    return [
+        (cfg.backend == "ray", "backend", "must be local or ray"),
+        (cfg.task == "classify", "backend", "ray runs task=classify only (task=clip: use backend=local)"),
+        (q.actors >= 1, "ray.actors", "must be >= 1"),
+        (q.cpus_per_actor >= 0 and q.gpus_per_actor >= 0, "ray.cpus_per_actor/gpus_per_actor", "must not be negative"),
+        (q.publish_every >= 1, "ray.publish_every", "must be >= 1"),
+        (q.queue_size >= 1, "ray.queue_size", "must be >= 1"),
+        (q.max_restarts >= 0, "ray.max_restarts", "must be >= 0"),
+        (q.num_cpus >= 0 and q.object_store_mb >= 0, "ray.num_cpus/object_store_mb", "must not be negative"),
+        (q.connect_timeout_s > 0, "ray.connect_timeout_s", "must be > 0"),
+        (cfg.reference.train_on != "online", "reference.train_on",
+         "online is not supported with backend=ray (the reference would train on the learner); use curated or pool"),
+        (not _scores_with_learner(cfg.selection.score), "selection.score",
+         "scores that use the learner's own loss (rho) need the learner on every actor; use backend=local"),
+        (cfg.checkpoint.every == 0, "checkpoint.every", "checkpoints do not cover backend=ray yet; use backend=local"),
+    ]
 
 
 def super_batch(b: int, f: float) -> int:

@@ -113,6 +113,31 @@ def plot(runs: list[dict], out_dir: str) -> list[str]:
     return paths
 
 
+def actor_learner_lines(runs: list[dict]) -> list[str]:
+    """Markdown lines on runs scored by Ray actors (`backend=ray`): the learner's idle time waiting
+    on the queue and every actor's scoring FLOPs and seconds; none when no run used actors."""
+    ray_runs = [r for r in runs if "seconds_idle" in r["rows"][-1]]
+    if not ray_runs:
+        return []
+    lines = ["", "## Actor-learner (backend=ray)", "",
+             "Scoring ran on Ray actors apart from the learner: the learner's seconds above exclude it; "
+             "its idle time is the wait for selected batches. Actor seconds overlap the learner's.", "",
+             "| arm | actors | learner idle s | learner idle fraction | max staleness (steps) | restarts | requests re-issued "
+             "| actor | actor scoring FLOPs | actor scoring s | actor selection s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run in ray_runs:
+        last = run["rows"][-1]
+        n = int(run["config"].get("ray", {}).get("actors", 1))
+        head = (f"| {run['arm']} | {n} | {last['seconds_idle']:.1f} | {100 * last.get('learner_idle_fraction', 0.0):.1f}% | "
+                f"{max(r.get('staleness', 0) for r in run['rows'])} | {last.get('actor_restarts', 0)} | "
+                f"{last.get('requests_reissued', 0)} |")
+        for i in range(n):
+            lines.append((head if i == 0 else "| | | | | | | |") +
+                         f" {i} | {last.get(f'actor{i}_flops_scoring', 0.0):.3g} | {last.get(f'actor{i}_seconds_scoring', 0.0):.1f} | "
+                         f"{last.get(f'actor{i}_seconds_selection', 0.0):.1f} |")
+    return lines
+
+
 def build_report(paths: Sequence[str], out_dir: str | None = None, amortise: int = 10) -> tuple[str, list[dict]]:
     """Write `report.md` and plots into `out_dir` (default: the first path). Returns its path and the table."""
     runs = [load_run(p) for p in find_runs(paths)]
@@ -144,6 +169,7 @@ def build_report(paths: Sequence[str], out_dir: str | None = None, amortise: int
         last = run["rows"][-1]
         lines.append(f"| {run['arm']} | " + " | ".join(f"{last.get('flops_' + c, 0):.3g}" for c in ("learner", "scoring", "proxy_train", "reference"))
                      + " | " + " | ".join(f"{last.get('seconds_' + c, 0):.1f}" for c in ("learner", "scoring", "selection", "proxy_train", "reference")) + " |")
+    lines += actor_learner_lines(runs)
     lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
     path = os.path.join(out_dir, "report.md")
     atomic_write_text(path, "\n".join(lines) + "\n")

@@ -1,0 +1,247 @@
+"""The learner side of the actor-learner mode: `run_ray(cfg)`, the Ray twin of `loop.run`.
+
+Per step: take the next selected batch from the queue (time spent waiting is the learner's
+`idle`), train the learner and the online proxy on it, publish the proxy's weights every
+`ray.publish_every` steps, log the same metrics row as the loop plus the batch's actor, proxy
+version and staleness, every actor's cumulative scoring FLOPs and seconds, and restarts.
+
+The models, their seeds and the reference are built exactly as in `loop.run`, and actor 0 uses
+the loop's stream and selector seeds, so 1 actor with `publish_every=1, queue_size=1` reproduces
+the single-process run step for step. Extra files: `batches.jsonl` (per step: actor, batch
+number, proxy version, selected and discarded ids) and `actors.json` (actor process ids).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import torch
+
+from learnability import config as C
+from learnability.data import CLEAN, DUPLICATE, JUNK, LABEL_NOISE, Splits, build_data
+from learnability.distributed import cluster
+from learnability.distributed.actor import ActorSpec, ScoringActor
+from learnability.flops import WALL_CATEGORIES, Ledger, measure_cost, step_flops
+from learnability.io import JsonlWriter, atomic_write_text
+from learnability.losses import cross_entropy
+from learnability.loop import NonFiniteLossError, evaluate
+from learnability.models import build_model
+from learnability.reference import prepare_reference
+from learnability.runtime import build_selector, make_ema, seeded, start_run, super_batch_size
+from learnability.scores import get_score
+
+ACTOR_KEYS = ("flops_scoring", "seconds_data", "seconds_scoring", "seconds_selection")
+
+
+def actor_specs(cfg: C.RunConfig, in_shape: tuple[int, ...], num_classes: int, big_b: int) -> list[ActorSpec]:
+    """One spec per actor; actor 0 uses the single-process loop's seeds."""
+    q, t, s = cfg.ray, cfg.train, cfg.selection
+    return [ActorSpec(shard=i, shards=q.actors, score=s.score, sampler=s.sampler, temperature=s.temperature,
+                      batch_size=t.batch_size, super_batch=big_b, proxy=cfg.model.proxy, in_shape=tuple(in_shape),
+                      num_classes=num_classes, stream_seed=t.seed + 5 + 1000 * i, selector_seed=t.seed + 4 + 1000 * i,
+                      threads=max(1, round(q.cpus_per_actor)), device="cuda" if q.gpus_per_actor > 0 else "cpu")
+            for i in range(q.actors)]
+
+
+def idle_fraction(ledger: Ledger) -> float:
+    """Share of the learner's training wall-clock spent waiting for selected batches."""
+    total = ledger.train_seconds()
+    return ledger.seconds["idle"] / total if total else 0.0
+
+
+def run_ray(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
+    """Train one arm with scoring on Ray actors; returns the summary also written to `summary.json`.
+    `uniform` selects nothing, so it runs the single-process loop. Joins or starts Ray first, so an
+    unreachable `ray.address` fails before any work; the actors (and an embedded Ray) are shut down
+    however the run ends, Ctrl-C included."""
+    if cfg.selection.score == "uniform":
+        from learnability.loop import run
+
+        return run(cfg, splits)
+    device, autocast = start_run(cfg)
+    started = cluster.connect(cfg.ray)
+    actors: list = []
+    queues: list[cluster.BatchQueue] = []
+    try:
+        cluster.check_resources(cfg.ray)
+        summary = _setup_and_train(cfg, splits, device, autocast, actors, queues)
+    finally:
+        import ray
+
+        unused = queues[0].close() if queues else 0
+        for handle in actors:
+            ray.kill(handle, no_restart=True)
+        if started:
+            ray.shutdown()
+    summary["ray"]["prefetched_unused"] = unused
+    atomic_write_text(os.path.join(cfg.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _setup_and_train(cfg: C.RunConfig, splits: Splits | None, device: torch.device, autocast: bool,
+                     actors: list, queues: list) -> dict:
+    import ray
+
+    t, s, q = cfg.train, cfg.selection, cfg.ray
+    splits = splits if splits is not None else build_data(cfg.data)
+    pool, shape, k = splits.pool, splits.pool.shape, splits.pool.num_classes
+    b, big_b = t.batch_size, super_batch_size(cfg, len(pool) // q.actors, True)
+
+    # Models as in loop.run: the learner, the online proxy (trained here) and the frozen reference.
+    learner = seeded(lambda: build_model(cfg.model.learner, shape, k), t.seed, device)
+    optimizer = torch.optim.AdamW(learner.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    learner_cost = measure_cost(learner, shape)
+    ema, ema_flops = make_ema(learner, t.ema)
+    ledger = Ledger(seconds=dict.fromkeys((*WALL_CATEGORIES, "idle"), 0.0))
+    needs = get_score(s.score).needs
+    proxy = seeded(lambda: build_model(cfg.model.proxy, shape, k), t.seed + 1, device) if "online" in needs else None
+    reference, ref_losses = None, None
+    if "reference" in needs:
+        r = cfg.reference
+        reference = seeded(lambda: build_model(cfg.model.proxy, shape, k), t.seed + 2, device)
+        ref = prepare_reference(
+            reference, measure_cost(reference, shape), ref_dir=r.dir or os.path.join(cfg.out, "reference"),
+            train_set=splits.reference if r.train_on == "curated" else splits.pool, pool=splits.pool,
+            epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, seed=t.seed + 2, cache=r.cache,
+            device=device, progress=cfg.progress)
+        ledger.add("reference", flops=ref.one_off_flops, seconds=ref.one_off_seconds)
+        ref_losses = ref.losses
+    selector = build_selector(cfg, proxy=proxy, reference=reference, reference_losses=ref_losses,
+                              learner=learner, ledger=ledger, autocast=autocast)
+
+    # Actors: the pool goes to the object store once (shared read-only on a node), then one actor per shard.
+    pool_refs = [ray.put(pool.x.numpy()), ray.put(pool.y.numpy()), ray.put(pool.ids.numpy())]
+    cache = (ref_losses.ids.numpy(), ref_losses.losses.numpy()) if ref_losses is not None else None
+    ref_state = _cpu_state(reference) if reference is not None and cache is None else None
+    actors += cluster.spawn(q, ScoringActor, [(spec, *pool_refs, cache, ref_state) for spec in actor_specs(cfg, shape, k, big_b)])
+    queue = cluster.BatchQueue(actors, q.queue_size, q.max_restarts)
+    queues.append(queue)
+    queue.publish(0, _cpu_state(proxy))
+    pids = ray.get([a.pid.remote() for a in actors])
+    atomic_write_text(os.path.join(cfg.out, "actors.json"), json.dumps({"pids": pids}) + "\n")
+    return _train(cfg, splits, queue, learner, optimizer, ema, ema_flops, learner_cost, selector, ledger,
+                  device, autocast, b, big_b, pids)
+
+
+def _like(x: torch.Tensor, pool_x: torch.Tensor) -> torch.Tensor:
+    """`x` in the pool's memory layout: with one channel, the strides of the size-1 dimension decide
+    whether a conv takes its channels-last path, which rounds differently in the last bit."""
+    out = torch.empty_like(pool_x[:len(x)])
+    return out.copy_(x)
+
+
+def _cpu_state(model: torch.nn.Module | None) -> dict:
+    return {} if model is None else {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
+
+
+def _train(cfg, splits, queue, learner, optimizer, ema, ema_flops, learner_cost, selector, ledger, device, autocast,
+           b, big_b, pids) -> dict:
+    t, s, q = cfg.train, cfg.selection, cfg.ray
+    pool = splits.pool
+    metrics = JsonlWriter(os.path.join(cfg.out, "metrics.jsonl"))
+    batches = JsonlWriter(os.path.join(cfg.out, "batches.jsonl"))
+    per_actor = [dict.fromkeys(ACTOR_KEYS, 0.0) for _ in range(q.actors)]
+    drawn, discarded, accuracy = 0, 0, float("nan")
+    started = time.perf_counter()
+    try:
+        for step in range(1, t.steps + 1):
+            # 1. The next selected batch from the actors; waiting for it is the learner's idle time.
+            t0 = time.perf_counter()
+            events = len(queue.events)
+            out = queue.get(step)
+            ledger.add("idle", seconds=time.perf_counter() - t0)
+            if len(queue.events) > events:  # an actor was restarted: record its new process
+                for e in queue.events[events:]:
+                    pids[e["actor"]] = e["pid"]
+                atomic_write_text(os.path.join(cfg.out, "actors.json"), json.dumps({"pids": pids}) + "\n")
+            a = out["actor"]
+            for key in ACTOR_KEYS:
+                per_actor[a][key] += out[key]
+            ledger.add("scoring", flops=out["flops_scoring"])  # compute spent on the actors (their seconds: per actor)
+            drawn, discarded = drawn + out["drawn"], discarded + len(out["discarded"])
+            t0 = time.perf_counter()
+            pos, x, y = out["pos"], _like(out["x"], pool.x).to(device), out["y"].to(device)
+            ledger.add("data", seconds=time.perf_counter() - t0)
+            row: dict = {"step": step}
+            for kind, v in out["losses"].items():
+                row[f"loss_{kind}_candidates"] = v
+
+            # 2. Train the learner, then the online proxy on the same batch (as loop.run).
+            t0 = time.perf_counter()
+            learner.train()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = learner(x)
+            loss = cross_entropy(logits, y, t.label_smoothing).mean()
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"arm {s.score}: the learner's loss is {loss.item()} at step {step}; the run's files are kept in "
+                    f"{cfg.out}. Lower train.lr or check the data for NaN/inf values")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if ema is not None:
+                ema.update_parameters(learner)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            ledger.add("learner", flops=learner_cost.train * b + ema_flops, seconds=time.perf_counter() - t0)
+            if selector.proxy is not None:
+                try:
+                    row["loss_proxy"] = selector.train_proxy((x, y))
+                except FloatingPointError as e:
+                    raise NonFiniteLossError(f"arm {s.score}, step {step}: {e}; the run's files are kept in {cfg.out}") from e
+            if step % q.publish_every == 0:
+                queue.publish(step, _cpu_state(selector.proxy))
+
+            # 3. Log: the loop's row, plus where the batch came from and what the actors spent.
+            code = pool.corruption[pos]
+            row.update({
+                "examples_seen": step * b, "candidates_drawn": drawn, "loss_learner": loss.item(),
+                "corrupted_selected": float((code != CLEAN).float().mean()),
+                "label_noise_selected": float((code == LABEL_NOISE).float().mean()),
+                "duplicate_selected": float((code == DUPLICATE).float().mean()),
+                "junk_selected": float((code == JUNK).float().mean()),
+            })
+            row.update(ledger.row())
+            row.update({"actor": a, "actor_batch": out["seq"], "proxy_version": out["version"],
+                        "staleness": step - 1 - out["version"], "candidates_discarded": discarded,
+                        "actor_restarts": sum(queue.restarts), "requests_reissued": queue.lost,
+                        "learner_idle_fraction": idle_fraction(ledger)})
+            for i, stats in enumerate(per_actor):
+                row.update({f"actor{i}_{key}": v for key, v in stats.items()})
+            if step % t.eval_every == 0 or step == t.steps:
+                t0 = time.perf_counter()
+                accuracy = evaluate(ema.module if ema is not None else learner, splits.test, t.eval_batch_size, device,
+                                    autocast, cfg.progress)
+                ledger.add("eval", seconds=time.perf_counter() - t0)
+                row["test_accuracy"] = accuracy
+            metrics.write(row)
+            batches.write({"step": step, "actor": a, "seq": out["seq"], "version": out["version"],
+                           "selected": out["ids"].tolist(), "discarded": out["discarded"].tolist()})
+    finally:
+        metrics.close()
+        batches.close()
+    wall = time.perf_counter() - started
+
+    example = (pool.x[:2], pool.y[:2])
+    per_step = step_flops(learner=learner_cost, b=b, big_b=big_b,
+                          proxy=selector.cost("proxy", example) if selector.proxy is not None else None,
+                          reference=selector.cost("reference", example) if selector.reference is not None else None,
+                          reference_cached=selector.reference_losses is not None)
+    per_step["learner"] += ema_flops
+    return {
+        "arm": s.score, "backend": "ray", "steps": t.steps, "batch_size": b, "super_batch": big_b,
+        "final_accuracy": accuracy,
+        "learner_flops_per_example": {"forward": learner_cost.forward, "train": learner_cost.train},
+        "proxy_flops_ratio": (learner_cost.forward / selector.cost("proxy", example).forward)
+        if selector.proxy is not None else None,
+        "closed_form_step_flops": per_step, "ledger": ledger.state_dict(),
+        "pool_size": len(pool), "pool_corrupted": float((pool.corruption != CLEAN).float().mean()),
+        "ray": {"actors": q.actors, "publish_every": q.publish_every, "queue_size": q.queue_size,
+                "learner_steps_per_s": t.steps / (wall - ledger.seconds["eval"]),
+                "learner_idle_fraction": idle_fraction(ledger),
+                "restarts": list(queue.restarts), "requests_reissued": queue.lost, "restart_events": queue.events,
+                "candidates_drawn": drawn, "candidates_discarded": discarded, "actor_pids": pids,
+                "per_actor": per_actor},
+    }
