@@ -34,7 +34,7 @@ TINY = ["--data.source=digits", "--data.reference_size=300", "--data.label_noise
         "--ray.cpus_per_actor=0.5"]
 COMPARED = ("loss_learner", "loss_proxy", "loss_online_candidates", "loss_reference_candidates", "test_accuracy",
             "corrupted_selected", "label_noise_selected", "candidates_drawn", "examples_seen",
-            "flops_learner", "flops_scoring", "flops_proxy_train", "flops_reference")
+            "flops_learner", "flops_scoring", "flops_proxy_train", "flops_reference", "selected_digest")
 
 
 def tiny(out, *more: str) -> C.RunConfig:

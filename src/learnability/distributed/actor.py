@@ -18,6 +18,7 @@ import torch
 
 from learnability.data import IndexStream
 from learnability.models import build_model
+from learnability.data.lazy import LazyImages
 from learnability.reference import ReferenceLosses
 from learnability.scores import get_score
 from learnability.selector import Selector
@@ -79,7 +80,7 @@ class ScoringActor:
         reference, cache = None, None
         if "reference" in needs:
             if reference_losses is not None:
-                cache = ReferenceLosses(torch.from_numpy(np.array(reference_losses[0])), torch.from_numpy(np.array(reference_losses[1])))
+                cache = ReferenceLosses(np.asarray(reference_losses[0]), np.asarray(reference_losses[1]))
             else:
                 reference = build()
                 reference.load_state_dict(reference_state)
@@ -132,7 +133,8 @@ class ScoringActor:
         before_f, before_s = dict(ledger.flops), dict(ledger.seconds)
         t0 = time.perf_counter()
         pos = torch.from_numpy(self.positions[self.stream.next().numpy()])
-        x, y, ids = torch.from_numpy(self.x[pos.numpy()]), torch.from_numpy(self.y[pos.numpy()]), torch.from_numpy(self.ids[pos.numpy()])
+        x = self.x[pos] if isinstance(self.x, LazyImages) else torch.from_numpy(self.x[pos.numpy()])
+        y, ids = torch.from_numpy(self.y[pos.numpy()]), torch.from_numpy(self.ids[pos.numpy()])
         t_data = time.perf_counter() - t0
         sel = self.selector.select_index((x.to(self.device), y.to(self.device)), ids)
         keep = sel.index.cpu()

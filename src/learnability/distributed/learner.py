@@ -17,6 +17,7 @@ import json
 import os
 import time
 
+import numpy as np
 import torch
 
 from learnability import config as C
@@ -24,7 +25,7 @@ from learnability.data import CLEAN, DUPLICATE, JUNK, LABEL_NOISE, Splits, build
 from learnability.distributed import cluster
 from learnability.distributed.actor import ActorSpec, ScoringActor
 from learnability.flops import WALL_CATEGORIES, Ledger, measure_cost, step_flops
-from learnability.io import JsonlWriter, atomic_write_text
+from learnability.io import JsonlWriter, atomic_write_text, ids_digest
 from learnability.losses import cross_entropy
 from learnability.loop import NonFiniteLossError, evaluate
 from learnability.models import build_model
@@ -111,9 +112,10 @@ def _setup_and_train(cfg: C.RunConfig, splits: Splits | None, device: torch.devi
     selector = build_selector(cfg, proxy=proxy, reference=reference, reference_losses=ref_losses,
                               learner=learner, ledger=ledger, autocast=autocast)
 
-    # Actors: the pool goes to the object store once (shared read-only on a node), then one actor per shard.
-    pool_refs = [ray.put(pool.x.numpy()), ray.put(pool.y.numpy()), ray.put(pool.ids.numpy())]
-    cache = (ref_losses.ids.numpy(), ref_losses.losses.numpy()) if ref_losses is not None else None
+    # Actors: the pool goes to the object store once (shared read-only on a node; images of a lazy
+    # pool stay in their files, which every actor reads), then one actor per shard.
+    pool_refs = [ray.put(pool.x if pool.lazy else pool.x.numpy()), ray.put(pool.y.numpy()), ray.put(pool.ids.numpy())]
+    cache = (np.asarray(ref_losses.ids), np.asarray(ref_losses.losses)) if ref_losses is not None else None
     ref_state = _cpu_state(reference) if reference is not None and cache is None else None
     actors += cluster.spawn(q, ScoringActor, [(spec, *pool_refs, cache, ref_state) for spec in actor_specs(cfg, shape, k, big_b)])
     queue = cluster.BatchQueue(actors, q.queue_size, q.max_restarts)
@@ -198,6 +200,7 @@ def _train(cfg, splits, queue, learner, optimizer, ema, ema_flops, learner_cost,
             code = pool.corruption[pos]
             row.update({
                 "examples_seen": step * b, "candidates_drawn": drawn, "loss_learner": loss.item(),
+                "selected_digest": ids_digest(pool.ids[pos]),
                 "corrupted_selected": float((code != CLEAN).float().mean()),
                 "label_noise_selected": float((code == LABEL_NOISE).float().mean()),
                 "duplicate_selected": float((code == DUPLICATE).float().mean()),
