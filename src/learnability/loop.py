@@ -25,7 +25,7 @@ from learnability.losses import cross_entropy
 from learnability.models import build_model
 from learnability.reference import prepare_reference
 from learnability.scores import NonFiniteLossError, get_score
-from learnability.runtime import build_selector, make_ema, seeded, start_run, super_batch_size
+from learnability.runtime import build_selector, learner_step, make_ema, seeded, start_run, super_batch_size
 
 
 @torch.no_grad()
@@ -48,6 +48,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def build_learner(cfg: C.RunConfig, shape: tuple[int, ...], k: int, device: torch.device):
+    """The learner (seeded with train.seed), its AdamW, its measured per-example cost, and the EMA
+    of its weights that is evaluated (with that EMA's FLOPs per update)."""
+    t = cfg.train
+    learner = seeded(lambda: build_model(cfg.model.learner, shape, k), t.seed, device)
+    optimizer = torch.optim.AdamW(learner.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    learner_cost = measure_cost(learner, shape)
+    ema, ema_flops = make_ema(learner, t.ema)  # evaluated: measures the model, not the step's noise
+    return learner, optimizer, learner_cost, ema, ema_flops
+
+
+def pretrained_reference(cfg: C.RunConfig, splits: Splits, device: torch.device, ledger: Ledger):
+    """The frozen reference (seeded with train.seed + 2, the proxy's architecture) trained on the
+    curated set (or the pool) or loaded from `reference.dir`, and its per-id loss cache; its
+    one-off FLOPs and seconds are charged to `ledger`."""
+    r, shape, k = cfg.reference, splits.pool.shape, splits.pool.num_classes
+    reference = seeded(lambda: build_model(cfg.model.proxy, shape, k), cfg.train.seed + 2, device)
+    ref = prepare_reference(
+        reference, measure_cost(reference, shape), ref_dir=r.dir or os.path.join(cfg.out, "reference"),
+        train_set=splits.reference if r.train_on == "curated" else splits.pool, pool=splits.pool,
+        epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, seed=cfg.train.seed + 2, cache=r.cache,
+        device=device, progress=cfg.progress)
+    ledger.add("reference", flops=ref.one_off_flops, seconds=ref.one_off_seconds)
+    return reference, ref.losses
+
+
 def run(cfg: C.RunConfig, splits: Splits | None = None, resume: bool = False) -> dict:
     """Train one arm as configured; returns the summary also written to `summary.json`. With
     `resume`, continue from the newest good checkpoint in `cfg.out` (from the start if none)."""
@@ -63,30 +89,19 @@ def run(cfg: C.RunConfig, splits: Splits | None = None, resume: bool = False) ->
         pool = ImageSet(pool.x.to(device), pool.y, pool.ids, k, pool.corruption, pool.true_y)
 
     # Models: the learner, and for selection the online proxy and the frozen reference.
-    learner = seeded(lambda: build_model(cfg.model.learner, shape, k), t.seed, device)
-    optimizer = torch.optim.AdamW(learner.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    learner_cost = measure_cost(learner, shape)
-    ema, ema_flops = make_ema(learner, t.ema)  # evaluated: measures the model, not the step's noise
+    learner, optimizer, learner_cost, ema, ema_flops = build_learner(cfg, shape, k, device)
     ledger = Ledger()
     selector, online_ref = None, None
     if selecting:
         needs = get_score(s.score).needs
         proxy = seeded(lambda: build_model(cfg.model.proxy, shape, k), t.seed + 1, device) if "online" in needs else None
         reference, ref_losses = None, None
-        if "reference" in needs:
-            r = cfg.reference
+        if "reference" in needs and cfg.reference.train_on == "online":  # trained alongside, from scratch
             reference = seeded(lambda: build_model(cfg.model.proxy, shape, k), t.seed + 2, device)
-            if r.train_on == "online":
-                online_ref = (reference, torch.optim.AdamW(reference.parameters(), lr=r.lr),
-                              IndexStream(len(splits.reference), b, t.seed + 3))
-            else:
-                ref = prepare_reference(
-                    reference, measure_cost(reference, shape), ref_dir=r.dir or os.path.join(cfg.out, "reference"),
-                    train_set=splits.reference if r.train_on == "curated" else splits.pool, pool=splits.pool,
-                    epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, seed=t.seed + 2, cache=r.cache,
-                    device=device, progress=cfg.progress)
-                ledger.add("reference", flops=ref.one_off_flops, seconds=ref.one_off_seconds)
-                ref_losses = ref.losses
+            online_ref = (reference, torch.optim.AdamW(reference.parameters(), lr=cfg.reference.lr),
+                          IndexStream(len(splits.reference), b, t.seed + 3))
+        elif "reference" in needs:
+            reference, ref_losses = pretrained_reference(cfg, splits, device, ledger)
         selector = build_selector(cfg, proxy=proxy, reference=reference, reference_losses=ref_losses,
                                   learner=learner, ledger=ledger, autocast=autocast)
     stream = IndexStream(len(pool), big_b, t.seed + 5)
@@ -132,27 +147,13 @@ def run(cfg: C.RunConfig, splits: Splits | None = None, resume: bool = False) ->
         # 4. Train the learner on the selection, then the online proxy on the same batch.
         _sync(device)
         t0 = time.perf_counter()
-        learner.train()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = learner(x)
-        loss = cross_entropy(out, y, t.label_smoothing).mean()
-        if not torch.isfinite(loss):
-            metrics.close()
-            raise NonFiniteLossError(
-                f"arm {s.score}: the learner's loss is {loss.item()} at step {step}; the run's files are kept in "
-                f"{cfg.out}. Lower train.lr or check the data for NaN/inf values")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if ema is not None:
-            ema.update_parameters(learner)
-        _sync(device)
+        loss = learner_step(learner, optimizer, ema, lambda: cross_entropy(learner(x), y, t.label_smoothing).mean(),
+                            device=device, autocast=autocast, where=f"arm {s.score}, at step {step} (files kept in {cfg.out})")
         ledger.add("learner", flops=learner_cost.train * b + ema_flops, seconds=time.perf_counter() - t0)
         if selector is not None and selector.proxy is not None:
             try:
                 row["loss_proxy"] = selector.train_proxy((x, y))
             except FloatingPointError as e:
-                metrics.close()
                 raise NonFiniteLossError(f"arm {s.score}, step {step}: {e}; the run's files are kept in {cfg.out}") from e
 
         # Log: examples, cumulative FLOPs and seconds, corrupted fraction selected, accuracy.

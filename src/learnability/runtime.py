@@ -12,7 +12,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from learnability import config as C
 from learnability.flops import Ledger
 from learnability.reference import ReferenceLosses
-from learnability.scores import get_score
+from learnability.scores import NonFiniteLossError, get_score
 from learnability.selector import Selector
 
 
@@ -68,3 +68,24 @@ def build_selector(cfg: C.RunConfig, *, proxy: nn.Module | None, reference: nn.M
         reference=reference, reference_losses=reference_losses,
         learner=learner if "learner" in get_score(s.score).needs else None, sampler=s.sampler,
         temperature=s.temperature, seed=cfg.train.seed + 4, ledger=ledger, autocast=autocast, **task)
+
+
+def learner_step(learner: nn.Module, optimizer: torch.optim.Optimizer, ema: AveragedModel | None,
+                 loss_of: Callable[[], torch.Tensor], *, device: torch.device, autocast: bool,
+                 where: str) -> torch.Tensor:
+    """One update of the learner: `loss_of()` (under bf16 autocast on CUDA), a NonFiniteLossError
+    naming `where` when it is NaN or inf, backward, optimizer step, EMA update. Returns the loss."""
+    learner.train()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        loss = loss_of()
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"{where}: the learner's loss is {loss.item()}; lower train.lr or check the data "
+                                 f"for NaN/inf values")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if ema is not None:
+        ema.update_parameters(learner)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return loss

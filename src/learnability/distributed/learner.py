@@ -24,13 +24,12 @@ from learnability import config as C
 from learnability.data import CLEAN, DUPLICATE, JUNK, LABEL_NOISE, Splits, build_data
 from learnability.distributed import cluster
 from learnability.distributed.actor import ActorSpec, ScoringActor
-from learnability.flops import WALL_CATEGORIES, Ledger, measure_cost, step_flops
+from learnability.flops import WALL_CATEGORIES, Ledger, step_flops
 from learnability.io import JsonlWriter, atomic_write_text, ids_digest
 from learnability.losses import cross_entropy
-from learnability.loop import NonFiniteLossError, evaluate
+from learnability.loop import NonFiniteLossError, build_learner, evaluate, pretrained_reference
 from learnability.models import build_model
-from learnability.reference import prepare_reference
-from learnability.runtime import build_selector, make_ema, seeded, start_run, super_batch_size
+from learnability.runtime import build_selector, learner_step, seeded, start_run, super_batch_size
 from learnability.scores import get_score
 
 ACTOR_KEYS = ("flops_scoring", "seconds_data", "seconds_scoring", "seconds_selection")
@@ -91,24 +90,11 @@ def _setup_and_train(cfg: C.RunConfig, splits: Splits | None, device: torch.devi
     b, big_b = t.batch_size, super_batch_size(cfg, len(pool) // q.actors, True)
 
     # Models as in loop.run: the learner, the online proxy (trained here) and the frozen reference.
-    learner = seeded(lambda: build_model(cfg.model.learner, shape, k), t.seed, device)
-    optimizer = torch.optim.AdamW(learner.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    learner_cost = measure_cost(learner, shape)
-    ema, ema_flops = make_ema(learner, t.ema)
+    learner, optimizer, learner_cost, ema, ema_flops = build_learner(cfg, shape, k, device)
     ledger = Ledger(seconds=dict.fromkeys((*WALL_CATEGORIES, "idle"), 0.0))
     needs = get_score(s.score).needs
     proxy = seeded(lambda: build_model(cfg.model.proxy, shape, k), t.seed + 1, device) if "online" in needs else None
-    reference, ref_losses = None, None
-    if "reference" in needs:
-        r = cfg.reference
-        reference = seeded(lambda: build_model(cfg.model.proxy, shape, k), t.seed + 2, device)
-        ref = prepare_reference(
-            reference, measure_cost(reference, shape), ref_dir=r.dir or os.path.join(cfg.out, "reference"),
-            train_set=splits.reference if r.train_on == "curated" else splits.pool, pool=splits.pool,
-            epochs=r.epochs, batch_size=r.batch_size, lr=r.lr, seed=t.seed + 2, cache=r.cache,
-            device=device, progress=cfg.progress)
-        ledger.add("reference", flops=ref.one_off_flops, seconds=ref.one_off_seconds)
-        ref_losses = ref.losses
+    reference, ref_losses = pretrained_reference(cfg, splits, device, ledger) if "reference" in needs else (None, None)
     selector = build_selector(cfg, proxy=proxy, reference=reference, reference_losses=ref_losses,
                               learner=learner, ledger=ledger, autocast=autocast)
 
@@ -172,21 +158,9 @@ def _train(cfg, splits, queue, learner, optimizer, ema, ema_flops, learner_cost,
 
             # 2. Train the learner, then the online proxy on the same batch (as loop.run).
             t0 = time.perf_counter()
-            learner.train()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                logits = learner(x)
-            loss = cross_entropy(logits, y, t.label_smoothing).mean()
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"arm {s.score}: the learner's loss is {loss.item()} at step {step}; the run's files are kept in "
-                    f"{cfg.out}. Lower train.lr or check the data for NaN/inf values")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if ema is not None:
-                ema.update_parameters(learner)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            loss = learner_step(learner, optimizer, ema, lambda: cross_entropy(learner(x), y, t.label_smoothing).mean(),
+                                device=device, autocast=autocast,
+                                where=f"arm {s.score}, at step {step} (files kept in {cfg.out})")
             ledger.add("learner", flops=learner_cost.train * b + ema_flops, seconds=time.perf_counter() - t0)
             if selector.proxy is not None:
                 try:
