@@ -48,6 +48,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def selected_by_kind(code: torch.Tensor) -> dict[str, float]:
+    """Fractions of the trained-on batch that were corrupted, by kind (codes from `data.corrupt`)."""
+    return {"corrupted_selected": float((code != CLEAN).float().mean()),
+            "label_noise_selected": float((code == LABEL_NOISE).float().mean()),
+            "duplicate_selected": float((code == DUPLICATE).float().mean()),
+            "junk_selected": float((code == JUNK).float().mean())}
+
+
 def build_learner(cfg: C.RunConfig, shape: tuple[int, ...], k: int, device: torch.device):
     """The learner (seeded with train.seed), its AdamW, its measured per-example cost, and the EMA
     of its weights that is evaluated (with that EMA's FLOPs per update)."""
@@ -157,15 +165,8 @@ def run(cfg: C.RunConfig, splits: Splits | None = None, resume: bool = False) ->
                 raise NonFiniteLossError(f"arm {s.score}, step {step}: {e}; the run's files are kept in {cfg.out}") from e
 
         # Log: examples, cumulative FLOPs and seconds, corrupted fraction selected, accuracy.
-        code = pool.corruption[pos]
-        row.update({
-            "examples_seen": step * b, "candidates_drawn": stream.drawn, "loss_learner": loss.item(),
-            "selected_digest": ids_digest(pool.ids[pos]),
-            "corrupted_selected": float((code != CLEAN).float().mean()),
-            "label_noise_selected": float((code == LABEL_NOISE).float().mean()),
-            "duplicate_selected": float((code == DUPLICATE).float().mean()),
-            "junk_selected": float((code == JUNK).float().mean()),
-        })
+        row.update({"examples_seen": step * b, "candidates_drawn": stream.drawn, "loss_learner": loss.item(),
+                    "selected_digest": ids_digest(pool.ids[pos]), **selected_by_kind(pool.corruption[pos])})
         row.update(ledger.row())
         if step % t.eval_every == 0 or step == t.steps:
             t0 = time.perf_counter()

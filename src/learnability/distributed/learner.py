@@ -21,13 +21,13 @@ import numpy as np
 import torch
 
 from learnability import config as C
-from learnability.data import CLEAN, DUPLICATE, JUNK, LABEL_NOISE, Splits, build_data
+from learnability.data import CLEAN, Splits, build_data
 from learnability.distributed import cluster
 from learnability.distributed.actor import ActorSpec, ScoringActor
 from learnability.flops import WALL_CATEGORIES, Ledger, step_flops
 from learnability.io import JsonlWriter, atomic_write_text, ids_digest
 from learnability.losses import cross_entropy
-from learnability.loop import NonFiniteLossError, build_learner, evaluate, pretrained_reference
+from learnability.loop import NonFiniteLossError, build_learner, evaluate, pretrained_reference, selected_by_kind
 from learnability.models import build_model
 from learnability.runtime import build_selector, learner_step, seeded, start_run, super_batch_size
 from learnability.scores import get_score
@@ -171,15 +171,8 @@ def _train(cfg, splits, queue, learner, optimizer, ema, ema_flops, learner_cost,
                 queue.publish(step, _cpu_state(selector.proxy))
 
             # 3. Log: the loop's row, plus where the batch came from and what the actors spent.
-            code = pool.corruption[pos]
-            row.update({
-                "examples_seen": step * b, "candidates_drawn": drawn, "loss_learner": loss.item(),
-                "selected_digest": ids_digest(pool.ids[pos]),
-                "corrupted_selected": float((code != CLEAN).float().mean()),
-                "label_noise_selected": float((code == LABEL_NOISE).float().mean()),
-                "duplicate_selected": float((code == DUPLICATE).float().mean()),
-                "junk_selected": float((code == JUNK).float().mean()),
-            })
+            row.update({"examples_seen": step * b, "candidates_drawn": drawn, "loss_learner": loss.item(),
+                        "selected_digest": ids_digest(pool.ids[pos]), **selected_by_kind(pool.corruption[pos])})
             row.update(ledger.row())
             row.update({"actor": a, "actor_batch": out["seq"], "proxy_version": out["version"],
                         "staleness": step - 1 - out["version"], "candidates_discarded": discarded,
