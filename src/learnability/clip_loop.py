@@ -2,7 +2,7 @@
 
 Per step: draw B candidate pairs; score them with the small online proxy and the frozen reference
 (per example: minus the image-text dot product, cacheable per id; or, for joint selection,
-the [B, B] matrix of SigLIP pair losses); select b (independently, or jointly in chunks: JEST);
+the [B, B] matrix of SigLIP pair losses, the reference's rebuilt from its cached per-id embeddings); select b (independently, or jointly in chunks: JEST);
 train the dual-encoder learner and the online proxy on the selection with the SigLIP (or CLIP)
 loss. Evaluation: zero-shot accuracy on the clean test split (logged as `test_accuracy`, the
 target metric; mean Recall@1 for unlabelled pairs) and retrieval Recall@1/5 on held-out pairs.
@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from learnability import config as C
 from learnability.batch import take
 from learnability.clip_eval import embed, retrieval_recall, zero_shot_accuracy
-from learnability.contrastive import clip_loss, clip_loss_per_example, dot_product_loss, joint_loss_matrix, siglip_loss
+from learnability.contrastive import (clip_loss, clip_loss_per_example, dot_product_loss, embedding_rows, joint_loss_matrix,
+                                      joint_loss_matrix_from_rows, siglip_loss)
 from learnability.data import IndexStream
 from learnability.dual import build_dual
 from learnability.flops import Ledger, measure_loss_cost
@@ -68,6 +69,13 @@ def pair_loss_fn(model, batch) -> torch.Tensor:
     """`[B, B]` SigLIP pair losses (JEST's loss matrix)."""
     out = model(*batch)
     return joint_loss_matrix(out["image"], out["text"], out["logit_scale"], out["logit_bias"])
+
+
+def embedding_rows_fn(model, batch) -> torch.Tensor:
+    """`[N, 2D + 2]` per-pair rows of a frozen model (embeddings, scale, bias): JEST's reference
+    cache, from which `joint_loss_matrix_from_rows` rebuilds any super-batch's `[B, B]` losses."""
+    out = model(*batch)
+    return embedding_rows(out["image"], out["text"], out["logit_scale"], out["logit_bias"])
 
 
 def train_pairs(model, images, tokens, *, epochs, batch_size, lr, seed, loss_fn, device, progress) -> int:
@@ -125,7 +133,7 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None) -> di
             want = {"train_fingerprint": ref_set.fingerprint(), "vocab": vocab_fp, "epochs": r.epochs,
                     "batch_size": r.batch_size, "lr": r.lr, "seed": t.seed + 2, "architecture": p.proxy,
                     "loss": p.loss, "input_shape": list(shape), "max_len": p.max_len}
-            cacheable = r.cache and p.actor_loss == "dot" and not joint
+            cacheable = r.cache and (joint or p.actor_loss == "dot")  # joint: per-id embeddings, not losses
             ref = load_or_train_reference(
                 reference, measure_loss_cost(reference, train_loss, (ref_set.images[:r.batch_size], ref_tokens[:r.batch_size])),
                 ref_dir=r.dir or os.path.join(cfg.out, "reference"), trained_with=want, device=device,
@@ -133,12 +141,14 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None) -> di
                                             lr=r.lr, seed=t.seed + 2, loss_fn=train_loss, device=device,
                                             progress=cfg.progress),
                 cache_batch=(images, tokens) if cacheable else None, cache_ids=pool.ids,
-                cache_fingerprint=pool.fingerprint() + vocab_fp, loss_fn=actor_loss)
+                cache_fingerprint=pool.fingerprint() + vocab_fp, loss_fn=embedding_rows_fn if joint else actor_loss,
+                cache_file="embeddings.pt" if joint else "losses.pt", per_example=not joint)
             ledger.add("reference", flops=ref.one_off_flops, seconds=ref.one_off_seconds)
             ref_losses = ref.losses
         selector = build_selector(cfg, proxy=proxy, reference=reference, reference_losses=ref_losses,
                                   learner=learner, ledger=ledger, autocast=autocast, loss_fn=actor_loss,
-                                  train_loss_fn=train_loss, pair_loss_fn=pair_loss_fn, n_chunks=p.n_chunks)
+                                  train_loss_fn=train_loss, pair_loss_fn=pair_loss_fn, n_chunks=p.n_chunks,
+                                  reference_pair_fn=joint_loss_matrix_from_rows if joint and ref_losses is not None else None)
 
     # Evaluation data: class prompts for zero-shot, the first `retrieval_size` clean test pairs.
     prompts = tokenizer.encode(class_prompts(test.class_names)) if test.labels is not None and test.class_names else None

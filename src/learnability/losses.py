@@ -56,6 +56,27 @@ def score_losses(model: nn.Module, batch: Batch, loss_fn: PerExampleLoss = class
 
 
 @torch.no_grad()
+def score_rows(model: nn.Module, batch: Batch, row_fn: Callable[[nn.Module, Batch], torch.Tensor],
+               chunk: int = 4096) -> torch.Tensor:
+    """Per-example rows `[N, K]` of `row_fn(model, batch)` (e.g. a frozen model's embeddings, for a
+    per-id cache) in eval mode without autograd, `chunk` examples at a time; mode restored."""
+    was_training = model.training
+    model.eval()
+    n = batch_len(batch)
+    try:
+        out = []
+        for i in range(0, n, chunk):
+            r = row_fn(model, rows(batch, i, i + chunk))
+            if not isinstance(r, torch.Tensor) or r.dim() != 2 or r.shape[0] != min(chunk, n - i):
+                raise ValueError(f"the row function must return one row per example, shape [{min(chunk, n - i)}, K]; "
+                                 f"got {tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__}")
+            out.append(r.float())
+        return torch.cat(out)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
 def pair_losses(model: nn.Module, batch: Batch, pair_loss_fn: Callable[[nn.Module, Batch], torch.Tensor],
                 autocast: bool = False) -> torch.Tensor:
     """Pairwise losses `[B, B]` of `pair_loss_fn(model, batch)` over the whole super-batch, in eval

@@ -23,7 +23,7 @@ from learnability.data.imageset import ImageSet
 from learnability.flops import ModelCost
 from learnability.io import atomic_torch_save, atomic_write_text
 from learnability.batch import Batch, apply
-from learnability.losses import PerExampleLoss, classification_loss, cross_entropy, score_losses
+from learnability.losses import PerExampleLoss, classification_loss, cross_entropy, score_losses, score_rows
 
 
 class CacheMismatchError(ValueError):
@@ -32,10 +32,11 @@ class CacheMismatchError(ValueError):
 
 @dataclasses.dataclass
 class ReferenceLosses:
-    """Per-id reference losses, looked up by example id (ids sorted once; never cast to float)."""
+    """Per-id reference losses, looked up by example id (ids sorted once; never cast to float).
+    `losses` may also hold one row per id (`[N, K]`, e.g. embeddings for joint selection)."""
 
     ids: torch.Tensor      # [N] int64, sorted
-    losses: torch.Tensor   # [N] float32
+    losses: torch.Tensor   # [N] (or [N, K]) float32
 
     @classmethod
     def from_unsorted(cls, ids: torch.Tensor, losses: torch.Tensor) -> "ReferenceLosses":
@@ -43,7 +44,7 @@ class ReferenceLosses:
         return cls(ids[order].contiguous(), losses[order].contiguous())
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        """Losses `[n]` for example ids `[n]`; raises KeyError for ids the cache does not hold."""
+        """Losses `[n]` (rows `[n, K]`) for example ids `[n]`; raises KeyError for ids the cache does not hold."""
         ids = ids.cpu()
         pos = torch.searchsorted(self.ids, ids).clamp_(max=len(self.ids) - 1)
         found = self.ids[pos] == ids
@@ -118,10 +119,13 @@ def prepare_reference(model: nn.Module, cost: ModelCost, *, ref_dir: str, train_
 def load_or_train_reference(model: nn.Module, cost: ModelCost, *, ref_dir: str, trained_with: dict,
                             train: Callable[[nn.Module], int], device: torch.device, cache_batch: Batch | None = None,
                             cache_ids: torch.Tensor | None = None, cache_fingerprint: str = "",
-                            loss_fn: PerExampleLoss = classification_loss) -> Reference:
+                            loss_fn: PerExampleLoss = classification_loss, cache_file: str = "losses.pt",
+                            per_example: bool = True) -> Reference:
     """Any task: the reference in `ref_dir` if `meta.json` says it was trained as `trained_with`
     (refused with the differing keys otherwise), else `train(model)` (returns examples seen) and
-    save. With `cache_batch`, per-id losses `loss_fn(model, batch)` of the pool are cached too."""
+    save. With `cache_batch`, per-id losses `loss_fn(model, batch)` of the pool are cached too, in
+    `ref_dir/cache_file`; with `per_example=False` the cache holds the rows `[N, K]` that `loss_fn`
+    returns instead (one forward pass per pool example either way)."""
     meta_path, model_path = os.path.join(ref_dir, "meta.json"), os.path.join(ref_dir, "model.pt")
     if os.path.exists(meta_path):
         with open(meta_path) as f:
@@ -150,18 +154,20 @@ def load_or_train_reference(model: nn.Module, cost: ModelCost, *, ref_dir: str, 
     losses = None
     if cache_batch is not None:
         losses, cache_seconds = load_or_build_cache(model, ref_dir, cache_batch, cache_ids, cache_fingerprint,
-                                                    meta["weights_fingerprint"], device, loss_fn)
+                                                    meta["weights_fingerprint"], device, loss_fn, cache_file,
+                                                    per_example)
         flops += len(cache_ids) * cost.forward
         seconds += cache_seconds
     return Reference(model, flops, seconds, losses)
 
 
 def load_or_build_cache(model: nn.Module, ref_dir: str, batch: Batch, ids: torch.Tensor, data_fp: str, weights_fp: str,
-                        device: torch.device, loss_fn: PerExampleLoss = classification_loss) -> tuple[ReferenceLosses, float]:
-    """Per-id losses of the pool `batch` under the reference, from `ref_dir/losses.pt` when its
+                        device: torch.device, loss_fn: PerExampleLoss = classification_loss, cache_file: str = "losses.pt",
+                        per_example: bool = True) -> tuple[ReferenceLosses, float]:
+    """Per-id losses (or rows, `per_example=False`) of the pool `batch` under the reference, from `ref_dir/cache_file` when its
     fingerprints match the pool and the weights (refused otherwise), else computed once and saved
     atomically. Returns the losses and the seconds the caching pass took (the recorded time when loaded)."""
-    path = os.path.join(ref_dir, "losses.pt")
+    path = os.path.join(ref_dir, cache_file)
     if os.path.exists(path):
         try:
             saved = torch.load(path, weights_only=True)
@@ -176,7 +182,8 @@ def load_or_build_cache(model: nn.Module, ref_dir: str, batch: Batch, ids: torch
                 f"the reference-loss cache {path} was computed with other reference weights; delete it or use a new --reference.dir")
         return ReferenceLosses(saved["ids"], saved["losses"]), float(saved["seconds"])
     t0 = time.perf_counter()
-    losses = score_losses(model, apply(batch, lambda t: t.to(device)), loss_fn).cpu()
+    batch = apply(batch, lambda t: t.to(device))
+    losses = (score_losses(model, batch, loss_fn) if per_example else score_rows(model, batch, loss_fn)).cpu()
     seconds = time.perf_counter() - t0
     if not torch.isfinite(losses).all():
         raise FloatingPointError("the reference gives non-finite losses on the pool; retrain it with a lower reference.lr")
