@@ -14,7 +14,7 @@ from learnability import analysis
 from learnability.cli import main
 from learnability.clip_eval import retrieval_recall, zero_shot_accuracy
 from learnability.clip_loop import actor_loss_fn, embedding_rows_fn, pair_loss_fn, train_loss_fn
-from learnability.contrastive import joint_loss_matrix_from_rows
+from learnability.contrastive import clip_loss_per_example_from_rows, joint_loss_matrix_from_rows
 from learnability.dual import build_dual
 from learnability.flops import cnn_cost, measure_loss_cost
 from learnability.reference import ReferenceLosses
@@ -84,7 +84,7 @@ def test_jest_with_cached_reference_embeddings_matches_running_the_reference():
                         sampler="jest", n_chunks=4, loss_fn=actor_loss_fn("dot"), train_loss_fn=train_loss_fn("siglip"),
                         pair_loss_fn=pair_loss_fn, seed=0, **kw)
 
-    live, cached = selector(reference=reference), selector(reference_losses=cache, reference_pair_fn=joint_loss_matrix_from_rows)
+    live, cached = selector(reference=reference), selector(reference_losses=cache, reference_rows_fn=joint_loss_matrix_from_rows)
     a, b = live.select_index(batch, ids), cached.select_index(batch, ids)
     torch.testing.assert_close(b.losses["reference"], a.losses["reference"], rtol=1e-5, atol=1e-5)
     assert torch.equal(a.index, b.index)
@@ -93,10 +93,30 @@ def test_jest_with_cached_reference_embeddings_matches_running_the_reference():
     ref_live = a_ref = live.ledger.flops["scoring"] - cached.ledger.flops["scoring"] + 2 * n * n * d
     assert cached.ledger.flops["scoring"] - (live.ledger.flops["scoring"] - ref_live) == pytest.approx(2 * n * n * d)
     assert a_ref > n * measure_loss_cost(reference, actor_loss_fn("dot"), batch).forward
-    # per-example (non-joint) selection ignores reference_pair_fn and keeps the [B] loss cache
-    ind = Selector(score="easy_reference", batch_size=8, reference_losses=ReferenceLosses.from_unsorted(ids, -ids.float()),
-                   reference_pair_fn=joint_loss_matrix_from_rows)
-    assert ind.select_index(batch, ids).losses["reference"].shape == (16,)
+    # a per-example function must return [B]
+    bad = Selector(score="easy_reference", batch_size=8, reference_losses=cache, reference_rows_fn=joint_loss_matrix_from_rows)
+    with pytest.raises(ValueError, match="reference_rows_fn must return"):
+        bad.select_index(batch, ids)
+
+
+def test_contrastive_actor_with_cached_reference_embeddings_matches_running_the_reference():
+    torch.manual_seed(1)
+    reference = build_dual("dual_mlp_tiny", (3, 8, 8), 20, 6).eval()
+    batch, ids = _pairs_batch(), torch.arange(16)
+    with torch.no_grad():
+        cache = ReferenceLosses.from_unsorted(ids, embedding_rows_fn(reference, batch))
+    loss = actor_loss_fn("contrastive")
+    live = Selector(score="easy_reference", batch_size=8, reference=reference, loss_fn=loss, seed=0)
+    cached = Selector(score="easy_reference", batch_size=8, reference_losses=cache, loss_fn=loss, seed=0,
+                      reference_rows_fn=clip_loss_per_example_from_rows)
+    perm = torch.randperm(16)  # the super-batch in another order: each row still finds its own id
+    a = live.select_index((batch[0][perm], batch[1][perm]), ids[perm])
+    b = cached.select_index((batch[0][perm], batch[1][perm]), ids[perm])
+    torch.testing.assert_close(b.losses["reference"], a.losses["reference"], rtol=1e-5, atol=1e-5)
+    assert torch.equal(a.index, b.index)
+    # FLOPs: the live reference runs both towers on 16 pairs; the cached one only the 16 x 16 similarity product
+    assert cached.ledger.flops["scoring"] == pytest.approx(2 * 16 * 16 * 64)
+    assert live.ledger.flops["scoring"] > 10 * cached.ledger.flops["scoring"]
 
 
 def test_dual_cnn_tiny_is_a_cheap_proxy_with_closed_form_cost():

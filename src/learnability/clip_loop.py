@@ -2,7 +2,8 @@
 
 Per step: draw B candidate pairs; score them with the small online proxy and the frozen reference
 (per example: minus the image-text dot product, cacheable per id; or, for joint selection,
-the [B, B] matrix of SigLIP pair losses, the reference's rebuilt from its cached per-id embeddings); select b (independently, or jointly in chunks: JEST);
+the [B, B] matrix of SigLIP pair losses; batch-dependent reference losses are rebuilt from its
+cached per-id embeddings); select b (independently, or jointly in chunks: JEST);
 train the dual-encoder learner and the online proxy on the selection with the SigLIP (or CLIP)
 loss. Evaluation: zero-shot accuracy on the clean test split (logged as `test_accuracy`, the
 target metric; mean Recall@1 for unlabelled pairs) and retrieval Recall@1/5 on held-out pairs.
@@ -21,8 +22,8 @@ from tqdm.auto import tqdm
 from learnability import config as C
 from learnability.batch import take
 from learnability.clip_eval import embed, retrieval_recall, zero_shot_accuracy
-from learnability.contrastive import (clip_loss, clip_loss_per_example, dot_product_loss, embedding_rows, joint_loss_matrix,
-                                      joint_loss_matrix_from_rows, siglip_loss)
+from learnability.contrastive import (clip_loss, clip_loss_per_example, clip_loss_per_example_from_rows, dot_product_loss,
+                                      embedding_rows, joint_loss_matrix, joint_loss_matrix_from_rows, siglip_loss)
 from learnability.data import IndexStream
 from learnability.dual import build_dual
 from learnability.flops import Ledger, measure_loss_cost
@@ -126,6 +127,8 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None) -> di
         joint = s.sampler in list_joint_samplers()
         proxy = seeded(lambda: build_dual(p.proxy, shape, vocab, p.max_len), t.seed + 1, device) if "online" in needs else None
         reference, ref_losses = None, None
+        # dot: per-id reference losses; joint or contrastive losses depend on the super-batch: per-id embeddings
+        by_rows = joint or p.actor_loss != "dot"
         if "reference" in needs:
             reference = seeded(lambda: build_dual(p.proxy, shape, vocab, p.max_len), t.seed + 2, device)
             ref_tokens = tokenizer.encode(ref_set.captions)
@@ -133,22 +136,22 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None) -> di
             want = {"train_fingerprint": ref_set.fingerprint(), "vocab": vocab_fp, "epochs": r.epochs,
                     "batch_size": r.batch_size, "lr": r.lr, "seed": t.seed + 2, "architecture": p.proxy,
                     "loss": p.loss, "input_shape": list(shape), "max_len": p.max_len}
-            cacheable = r.cache and (joint or p.actor_loss == "dot")  # joint: per-id embeddings, not losses
             ref = load_or_train_reference(
                 reference, measure_loss_cost(reference, train_loss, (ref_set.images[:r.batch_size], ref_tokens[:r.batch_size])),
                 ref_dir=r.dir or os.path.join(cfg.out, "reference"), trained_with=want, device=device,
                 train=lambda m: train_pairs(m, ref_set.images, ref_tokens, epochs=r.epochs, batch_size=r.batch_size,
                                             lr=r.lr, seed=t.seed + 2, loss_fn=train_loss, device=device,
                                             progress=cfg.progress),
-                cache_batch=(images, tokens) if cacheable else None, cache_ids=pool.ids,
-                cache_fingerprint=pool.fingerprint() + vocab_fp, loss_fn=embedding_rows_fn if joint else actor_loss,
-                cache_file="embeddings.pt" if joint else "losses.pt", per_example=not joint)
+                cache_batch=(images, tokens) if r.cache else None, cache_ids=pool.ids,
+                cache_fingerprint=pool.fingerprint() + vocab_fp, loss_fn=embedding_rows_fn if by_rows else actor_loss,
+                cache_file="embeddings.pt" if by_rows else "losses.pt", per_example=not by_rows)
             ledger.add("reference", flops=ref.one_off_flops, seconds=ref.one_off_seconds)
             ref_losses = ref.losses
         selector = build_selector(cfg, proxy=proxy, reference=reference, reference_losses=ref_losses,
                                   learner=learner, ledger=ledger, autocast=autocast, loss_fn=actor_loss,
                                   train_loss_fn=train_loss, pair_loss_fn=pair_loss_fn, n_chunks=p.n_chunks,
-                                  reference_pair_fn=joint_loss_matrix_from_rows if joint and ref_losses is not None else None)
+                                  reference_rows_fn=(joint_loss_matrix_from_rows if joint else clip_loss_per_example_from_rows)
+                                  if by_rows and ref_losses is not None else None)
 
     # Evaluation data: class prompts for zero-shot, the first `retrieval_size` clean test pairs.
     prompts = tokenizer.encode(class_prompts(test.class_names)) if test.labels is not None and test.class_names else None

@@ -65,10 +65,11 @@ class Selector:
         pair_loss_fn: `(model, batch) -> [B, B]` pairwise losses, for joint samplers (JEST, from
             `learnability.joint`): the score is then a `[B, B]` matrix and the batch is drawn jointly
             in `n_chunks` chunks.
-        reference_pair_fn: joint selection with a cached reference: maps the cached per-id rows of
-            the super-batch (`reference_losses.lookup(ids)`, `[B, K]`, e.g. frozen embeddings) to its
-            `[B, B]` reference losses; its FLOPs are measured once per B and charged to scoring.
-            Without it, joint selection runs the reference on every super-batch.
+        reference_rows_fn: for losses that depend on the whole super-batch (joint selection, or a
+            contrastive per-example loss) with a cached reference: maps the cached per-id rows of the
+            super-batch (`reference_losses.lookup(ids)`, `[B, K]`, e.g. frozen embeddings) to its
+            reference losses, `[B, B]` (joint) or `[B]`; its FLOPs are measured once per shape and
+            charged to scoring. Without it, such losses run the reference on every super-batch.
     """
 
     def __init__(self, *, score: str, batch_size: int, proxy: nn.Module | None = None,
@@ -78,7 +79,7 @@ class Selector:
                  seed: int = 0, ledger: Ledger | None = None, autocast: bool = False,
                  train_loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None,
                  pair_loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None, n_chunks: int = 1,
-                 reference_pair_fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 reference_rows_fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.score = get_score(score)
         self.joint = sampler in list_joint_samplers()
         self.sample = get_joint_sampler(sampler) if self.joint else get_sampler(sampler)
@@ -87,8 +88,8 @@ class Selector:
         if self.joint and (n_chunks < 1 or batch_size % n_chunks):
             raise ValueError(f"n_chunks={n_chunks} must divide batch_size={batch_size} (equal chunks)")
         self.train_loss_fn, self.pair_loss_fn, self.n_chunks = train_loss_fn, pair_loss_fn, n_chunks
-        self.reference_pair_fn = reference_pair_fn if self.joint else None
-        if self.joint and reference_pair_fn is None:
+        self.reference_rows_fn = reference_rows_fn
+        if self.joint and reference_rows_fn is None:
             reference_losses = None  # per-example losses cannot give the pairwise [B, B] reference losses
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -123,16 +124,19 @@ class Selector:
         self.ledger.add("scoring", flops=cost.forward * batch_len(batch))
         return losses
 
-    def _pairs_from_rows(self, cached: torch.Tensor) -> torch.Tensor:
-        """`[B, B]` reference losses from cached per-id rows `[B, K]`, with their FLOPs (counted once per shape)."""
+    def _from_rows(self, cached: torch.Tensor) -> torch.Tensor:
+        """Reference losses (`[B, B]` joint, else `[B]`) from cached per-id rows `[B, K]`, with their
+        FLOPs (counted once per shape)."""
+        n = cached.shape[0]
         key = ("reference-rows", tuple(cached.shape))
         if key not in self._costs:
             with FlopCounterMode(display=False) as counter:
-                self.reference_pair_fn(cached)
-            self._costs[key] = ModelCost(forward=counter.get_total_flops() / cached.shape[0], train=0.0)
-        out = self.reference_pair_fn(cached).float()
-        if out.shape != (cached.shape[0],) * 2:
-            raise ValueError(f"reference_pair_fn must return [{cached.shape[0]}, {cached.shape[0]}]; got {tuple(out.shape)}")
+                self.reference_rows_fn(cached)
+            self._costs[key] = ModelCost(forward=counter.get_total_flops() / n, train=0.0)
+        out = self.reference_rows_fn(cached).float()
+        want = (n, n) if self.joint else (n,)
+        if out.shape != want:
+            raise ValueError(f"reference_rows_fn must return {list(want)}; got {list(out.shape)}")
         self.ledger.add("scoring", flops=self._costs[key].forward * cached.shape[0])
         return out
 
@@ -162,7 +166,7 @@ class Selector:
                 if ids is None:
                     raise ValueError("reference losses come from the per-id cache: pass the super-batch's ids")
                 cached = self.reference_losses.lookup(ids)
-                losses[kind] = self._pairs_from_rows(cached) if self.joint else cached
+                losses[kind] = self._from_rows(cached) if self.reference_rows_fn is not None else cached
             else:
                 losses[kind] = self._model_losses("proxy" if kind == "online" else kind, batch).cpu()
         _sync(device)
