@@ -2,6 +2,8 @@
 
     python bench/activeclip.py            # 30% mismatched captions, 3 seeds: uniform, activeclip (f=0.5), jest (f=0.8)
     python bench/activeclip.py --quick    # one seed
+    python bench/activeclip.py --seeds=1 --results=R1 ...   # seeds in parallel, one process each, then
+    python bench/activeclip.py --merge=R0/activeclip.json,R1/activeclip.json,R2/activeclip.json
 
 Every seed is one `compare --task=clip` (arms side by side on the same data, seeds and evaluation
 schedule; the arm order rotates with the seed) plus a JEST arm at its own filtering ratio, run in
@@ -59,6 +61,31 @@ def markdown(med: list[dict], rows: list[dict], command: str, settings: str) -> 
     return "\n".join(lines) + "\n"
 
 
+def merge(paths: list[str], results: str) -> int:
+    """Combine results files of disjoint seeds run as separate processes into one table."""
+    parts = []
+    for path in paths:
+        with open(path) as f:
+            parts.append(json.load(f))
+    if len({p["settings"] for p in parts}) != 1:
+        raise SystemExit("the results files were run with different settings: " + "; ".join(p["settings"] for p in parts))
+    rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: (r["seed"], ARMS.index(r["arm"])))
+    seeds = [r["seed"] for r in rows if r["arm"] == "uniform"]
+    if len(seeds) != len(set(seeds)):
+        raise SystemExit(f"seeds overlap between the results files: {sorted(seeds)}")
+    command = " & ".join(p["command"] for p in parts) + " (in parallel), then python bench/activeclip.py --merge=..."
+    settings = parts[0]["settings"]
+    med = medians(rows, ("noise", "arm", "filtering"), KEYS, ARMS)
+    os.makedirs(results, exist_ok=True)
+    atomic_write_text(os.path.join(results, "activeclip.json"), json.dumps(
+        {"rows": rows, "medians": med, "command": command, "machine": parts[0]["machine"], "settings": settings,
+         "seconds": max(p["seconds"] for p in parts), "seconds_per_process": [p["seconds"] for p in parts]},
+        indent=2) + "\n")
+    atomic_write_text(os.path.join(results, "activeclip.md"), markdown(med, rows, command, settings))
+    print(markdown(med, rows, command, settings))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="one seed")
@@ -67,7 +94,11 @@ def main() -> int:
     p.add_argument("--amortise", type=int, default=10)
     p.add_argument("--out", default="runs/bench-activeclip")
     p.add_argument("--results", default="bench/results")
+    p.add_argument("--merge", default="", help="comma list of results JSON files of disjoint seeds (run in parallel): "
+                                               "write their rows' medians into --results; trains nothing")
     a, extra = p.parse_known_args()
+    if a.merge:
+        return merge(a.merge.split(","), a.results)
     seeds = [0] if a.quick else [int(s) for s in a.seeds.split(",")]
     base = C.apply_overrides(C.RunConfig(), BENCH_OVERRIDES + extra)
     name = "activeclip-quick" if a.quick else "activeclip"
@@ -87,7 +118,7 @@ def main() -> int:
             raise SystemExit(f"{out} exists; remove it or pass --out=NEW_FOLDER")
         cfg = dataclasses.replace(cfg, reference=dataclasses.replace(cfg.reference, dir=os.path.join(out, "reference")))
         data = build_pairs(cfg)
-        order = list(ARMS[seeds.index(seed) % 3:] + ARMS[:seeds.index(seed) % 3])
+        order = list(ARMS[seed % 3:] + ARMS[:seed % 3])  # arm order rotates with the seed (wall-clock drift)
         for arm in order:
             c = arm_config(cfg, arm, out)
             c = dataclasses.replace(c, selection=dataclasses.replace(c.selection, filter_ratio=filtering[arm] or c.selection.filter_ratio))
