@@ -119,6 +119,17 @@ def test_contrastive_actor_with_cached_reference_embeddings_matches_running_the_
     assert live.ledger.flops["scoring"] > 10 * cached.ledger.flops["scoring"]
 
 
+def test_contrastive_scoring_flops_count_the_super_batch_similarity_matrix():
+    torch.manual_seed(2)
+    proxy = build_dual("dual_mlp_tiny", (3, 8, 8), 20, 6)
+    batch = _pairs_batch()
+    sel = Selector(score="hard_learner", batch_size=8, proxy=proxy, proxy_optimizer=torch.optim.AdamW(proxy.parameters()),
+                   loss_fn=actor_loss_fn("contrastive"), train_loss_fn=train_loss_fn("siglip"), seed=0)
+    sel.select_index(batch)
+    towers = measure_loss_cost(proxy, actor_loss_fn("dot"), batch).forward  # the dot product itself is not counted
+    assert sel.ledger.flops["scoring"] == pytest.approx(16 * towers + 2 * 16 * 16 * 64)
+
+
 def test_dual_cnn_tiny_is_a_cheap_proxy_with_closed_form_cost():
     shape = (3, 40, 40)
     learner, proxy = build_dual("dual_cnn_small", shape, 100, 32), build_dual("dual_cnn_tiny", shape, 100, 32)
@@ -133,8 +144,7 @@ def test_dual_cnn_tiny_is_a_cheap_proxy_with_closed_form_cost():
 def test_compare_clip_end_to_end(tmp_path):
     out = tmp_path / "clip"
     assert main(["compare", f"--out={out}", *TINY]) == 0
-    for f in ("report.md", "accuracy_vs_flops.png", "uniform/tokenizer.json", "reference/losses.pt",
-              "reference/embeddings.pt"):
+    for f in ("report.md", "accuracy_vs_flops.png", "uniform/tokenizer.json", "reference/embeddings.pt"):
         assert (out / f).is_file(), f
     rows = {a: read_jsonl(str(out / a / "metrics.jsonl")) for a in ("uniform", "activeclip", "jest")}
     for arm, r in rows.items():
@@ -142,8 +152,10 @@ def test_compare_clip_end_to_end(tmp_path):
         assert len(evals) == 3 and all(0 <= e["zero_shot"] <= 1 and "r5_t2i" in e for e in evals), arm
     # the pool holds 30% swapped captions; uniform draws them at that rate
     assert analysis.corrupted_selected(rows["uniform"]) == pytest.approx(0.3, abs=0.1)
-    # JEST scores [B, B] pairs (the reference's from its cached embeddings): more scoring FLOPs
-    assert rows["jest"][0]["flops_scoring"] > rows["activeclip"][0]["flops_scoring"] > 0
+    # at the same ratio both score the super-batch with the proxy's towers plus one B x B similarity
+    # product per model (contrastive per-example losses, or JEST's pairwise matrix): equal FLOPs
+    assert rows["jest"][0]["flops_scoring"] == pytest.approx(rows["activeclip"][0]["flops_scoring"])
+    assert rows["activeclip"][0]["flops_scoring"] > 0
     # both cache the reference: a one-off pass over the pool, charged once
     assert rows["jest"][0]["flops_reference"] == rows["activeclip"][0]["flops_reference"] > 0
     table = {r["arm"]: r for r in json.loads((out / "report.json").read_text())}
@@ -175,6 +187,15 @@ def test_user_jsonl_pairs_bad_rows_fail_or_are_counted(tmp_path, capsys):
     assert main([*args, f"--out={tmp_path / 'skip'}", "--pairs.skip_bad=true"]) == 0
     rows = read_jsonl(str(tmp_path / "skip" / "metrics.jsonl"))
     assert rows[-1]["skipped_bad_rows"] == 1 and "zero_shot" not in rows[-1] and "r1_i2t" in rows[-1]
+
+
+@pytest.mark.skipif(not FMNIST, reason="dataset-fashion-mnist is not installed")
+def test_dot_actor_loss_caches_per_id_reference_losses(tmp_path):
+    out = tmp_path / "dot"
+    assert main(["run", f"--out={out}", *TINY, "--pairs.actor_loss=dot", "--selection.score=learnability"]) == 0
+    assert (out / "reference" / "losses.pt").is_file() and not (out / "reference" / "embeddings.pt").exists()
+    rows = read_jsonl(str(out / "metrics.jsonl"))
+    assert rows[0]["flops_scoring"] > 0 and rows[0]["flops_reference"] > 0
 
 
 def test_chunk_count_that_does_not_divide_is_refused(tmp_path, capsys):

@@ -120,7 +120,8 @@ class Selector:
             cost = self._measure(model, f"{which}-pairs", batch, self.pair_loss_fn, full=True)
         else:
             losses = score_losses(model, batch, self.loss_fn, autocast=self.autocast)
-            cost = self.cost(which, batch)
+            # measured on the whole super-batch: a contrastive per-example loss costs B x B terms too
+            cost = self._measure(model, f"{which}-scoring", batch, self.loss_fn, full=True)
         self.ledger.add("scoring", flops=cost.forward * batch_len(batch))
         return losses
 
