@@ -47,8 +47,8 @@ def reach_steps(rows: list[dict], m: dict) -> str:
     return ", ".join(f"{r['reached_at_step'] or '-'}/{r['uniform_reached_at_step']}" for r in sorted(own, key=lambda r: r["seed"]))
 
 
-def markdown(med: list[dict], rows: list[dict], command: str, settings: str) -> str:
-    lines = [f"Command: `{command}`  ", f"Settings: {settings}  ", f"Machine: {machine()}", "",
+def markdown(med: list[dict], rows: list[dict], command: str, settings: str, where: str = "") -> str:
+    lines = [f"Command: `{command}`  ", f"Settings: {settings}  ", f"Machine: {where or machine()}", "",
              "| caption noise | arm | filtering | seeds | reached at / uniform at (per seed) | updates saved | compute saved | "
              "compute saved (amortised x10) | wall-clock saved | zero-shot | R@1 i2t | R@1 t2i | mismatched selected |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -87,8 +87,8 @@ def merge(paths: list[str], results: str) -> int:
         {"rows": rows, "medians": med, "command": command, "machine": parts[0]["machine"], "settings": settings,
          "seconds": max(p["seconds"] for p in parts), "seconds_per_process": [p["seconds"] for p in parts]},
         indent=2) + "\n")
-    atomic_write_text(os.path.join(results, "activeclip.md"), markdown(med, rows, command, settings))
-    print(markdown(med, rows, command, settings))
+    atomic_write_text(os.path.join(results, "activeclip.md"), markdown(med, rows, command, settings, parts[0]["machine"]))
+    print(markdown(med, rows, command, settings, parts[0]["machine"]))
     return 0
 
 
@@ -114,7 +114,7 @@ def main() -> int:
                 f"{base.pairs.actor_loss}, b={base.train.batch_size}, JEST in {base.pairs.n_chunks} chunks, "
                 f"{base.train.steps} steps, pool {base.data.pool_size or 50000}, eval every {base.train.eval_every} "
                 f"on {base.data.test_size or 10000} test images, reference {base.reference.epochs} epochs on "
-                f"{base.data.reference_size} curated pairs, {base.train.threads or 'default'} threads")
+                f"{base.data.reference_size} curated pairs, torch threads {base.train.threads or 'default'}")
     rows: list[dict] = []
     t0 = time.time()
     for seed in seeds:
