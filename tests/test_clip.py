@@ -13,8 +13,11 @@ from PIL import Image
 from learnability import analysis
 from learnability.cli import main
 from learnability.clip_eval import retrieval_recall, zero_shot_accuracy
-from learnability.clip_loop import actor_loss_fn, pair_loss_fn, train_loss_fn
+from learnability.clip_loop import actor_loss_fn, embedding_rows_fn, pair_loss_fn, train_loss_fn
+from learnability.contrastive import clip_loss_per_example_from_rows, joint_loss_matrix_from_rows
 from learnability.dual import build_dual
+from learnability.flops import cnn_cost, measure_loss_cost
+from learnability.reference import ReferenceLosses
 from learnability.io import read_jsonl
 from learnability.selector import Selector
 
@@ -64,11 +67,84 @@ def test_joint_selection_through_the_selector():
                  sampler="jest")
 
 
+def test_jest_with_cached_reference_embeddings_matches_running_the_reference():
+    torch.manual_seed(0)
+    proxy, reference = build_dual("dual_mlp_tiny", (3, 8, 8), 20, 6), build_dual("dual_mlp_tiny", (3, 8, 8), 20, 6)
+    reference.eval()
+    batch, ids = _pairs_batch(), torch.arange(100, 116)
+    with torch.no_grad():
+        reference.logit_scale.fill_(2.0)  # a non-default scale and bias must travel with the cached rows
+        reference.logit_bias.fill_(-3.0)
+        cache = ReferenceLosses.from_unsorted(ids.flip(0), embedding_rows_fn(reference, batch).flip(0))
+
+    def selector(**kw):
+        p = build_dual("dual_mlp_tiny", (3, 8, 8), 20, 6)
+        p.load_state_dict(proxy.state_dict())
+        return Selector(score="learnability", batch_size=8, proxy=p, proxy_optimizer=torch.optim.AdamW(p.parameters()),
+                        sampler="jest", n_chunks=4, loss_fn=actor_loss_fn("dot"), train_loss_fn=train_loss_fn("siglip"),
+                        pair_loss_fn=pair_loss_fn, seed=0, **kw)
+
+    live, cached = selector(reference=reference), selector(reference_losses=cache, reference_rows_fn=joint_loss_matrix_from_rows)
+    a, b = live.select_index(batch, ids), cached.select_index(batch, ids)
+    torch.testing.assert_close(b.losses["reference"], a.losses["reference"], rtol=1e-5, atol=1e-5)
+    assert torch.equal(a.index, b.index)
+    # the cached reference costs one [B, D] x [D, B] product (2 B^2 D FLOPs), the live one its forward pass too
+    d, n = 64, 16
+    ref_live = a_ref = live.ledger.flops["scoring"] - cached.ledger.flops["scoring"] + 2 * n * n * d
+    assert cached.ledger.flops["scoring"] - (live.ledger.flops["scoring"] - ref_live) == pytest.approx(2 * n * n * d)
+    assert a_ref > n * measure_loss_cost(reference, actor_loss_fn("dot"), batch).forward
+    # a per-example function must return [B]
+    bad = Selector(score="easy_reference", batch_size=8, reference_losses=cache, reference_rows_fn=joint_loss_matrix_from_rows)
+    with pytest.raises(ValueError, match="reference_rows_fn must return"):
+        bad.select_index(batch, ids)
+
+
+def test_contrastive_actor_with_cached_reference_embeddings_matches_running_the_reference():
+    torch.manual_seed(1)
+    reference = build_dual("dual_mlp_tiny", (3, 8, 8), 20, 6).eval()
+    batch, ids = _pairs_batch(), torch.arange(16)
+    with torch.no_grad():
+        cache = ReferenceLosses.from_unsorted(ids, embedding_rows_fn(reference, batch))
+    loss = actor_loss_fn("contrastive")
+    live = Selector(score="easy_reference", batch_size=8, reference=reference, loss_fn=loss, seed=0)
+    cached = Selector(score="easy_reference", batch_size=8, reference_losses=cache, loss_fn=loss, seed=0,
+                      reference_rows_fn=clip_loss_per_example_from_rows)
+    perm = torch.randperm(16)  # the super-batch in another order: each row still finds its own id
+    a = live.select_index((batch[0][perm], batch[1][perm]), ids[perm])
+    b = cached.select_index((batch[0][perm], batch[1][perm]), ids[perm])
+    torch.testing.assert_close(b.losses["reference"], a.losses["reference"], rtol=1e-5, atol=1e-5)
+    assert torch.equal(a.index, b.index)
+    # FLOPs: the live reference runs both towers on 16 pairs; the cached one only the 16 x 16 similarity product
+    assert cached.ledger.flops["scoring"] == pytest.approx(2 * 16 * 16 * 64)
+    assert live.ledger.flops["scoring"] > 10 * cached.ledger.flops["scoring"]
+
+
+def test_contrastive_scoring_flops_count_the_super_batch_similarity_matrix():
+    torch.manual_seed(2)
+    proxy = build_dual("dual_mlp_tiny", (3, 8, 8), 20, 6)
+    batch = _pairs_batch()
+    sel = Selector(score="hard_learner", batch_size=8, proxy=proxy, proxy_optimizer=torch.optim.AdamW(proxy.parameters()),
+                   loss_fn=actor_loss_fn("contrastive"), train_loss_fn=train_loss_fn("siglip"), seed=0)
+    sel.select_index(batch)
+    towers = measure_loss_cost(proxy, actor_loss_fn("dot"), batch).forward  # the dot product itself is not counted
+    assert sel.ledger.flops["scoring"] == pytest.approx(16 * towers + 2 * 16 * 16 * 64)
+
+
+def test_dual_cnn_tiny_is_a_cheap_proxy_with_closed_form_cost():
+    shape = (3, 40, 40)
+    learner, proxy = build_dual("dual_cnn_small", shape, 100, 32), build_dual("dual_cnn_tiny", shape, 100, 32)
+    batch = (torch.zeros(4, *shape), torch.randint(1, 100, (4, 32)))
+    # image tower: the CNN on 20x20 pooled images; the bag-of-words text tower adds one 64x64 linear layer
+    full = measure_loss_cost(proxy, actor_loss_fn("dot"), batch).forward
+    assert full == pytest.approx(cnn_cost((3, 20, 20), 8, 64).forward + 2 * 64 * 64)
+    assert measure_loss_cost(learner, actor_loss_fn("dot"), batch).forward >= 10 * full  # the 10x rule
+
+
 @pytest.mark.skipif(not FMNIST, reason="dataset-fashion-mnist is not installed")
 def test_compare_clip_end_to_end(tmp_path):
     out = tmp_path / "clip"
     assert main(["compare", f"--out={out}", *TINY]) == 0
-    for f in ("report.md", "accuracy_vs_flops.png", "uniform/tokenizer.json", "reference/losses.json"):
+    for f in ("report.md", "accuracy_vs_flops.png", "uniform/tokenizer.json", "reference/embeddings.json"):
         assert (out / f).is_file(), f
     rows = {a: read_jsonl(str(out / a / "metrics.jsonl")) for a in ("uniform", "activeclip", "jest")}
     for arm, r in rows.items():
@@ -76,8 +152,12 @@ def test_compare_clip_end_to_end(tmp_path):
         assert len(evals) == 3 and all(0 <= e["zero_shot"] <= 1 and "r5_t2i" in e for e in evals), arm
     # the pool holds 30% swapped captions; uniform draws them at that rate
     assert analysis.corrupted_selected(rows["uniform"]) == pytest.approx(0.3, abs=0.1)
-    # JEST scores the reference on every super-batch (pairwise losses are not cacheable): more scoring FLOPs
-    assert rows["jest"][0]["flops_scoring"] > rows["activeclip"][0]["flops_scoring"] > 0
+    # at the same ratio both score the super-batch with the proxy's towers plus one B x B similarity
+    # product per model (contrastive per-example losses, or JEST's pairwise matrix): equal FLOPs
+    assert rows["jest"][0]["flops_scoring"] == pytest.approx(rows["activeclip"][0]["flops_scoring"])
+    assert rows["activeclip"][0]["flops_scoring"] > 0
+    # both cache the reference: a one-off pass over the pool, charged once
+    assert rows["jest"][0]["flops_reference"] == rows["activeclip"][0]["flops_reference"] > 0
     table = {r["arm"]: r for r in json.loads((out / "report.json").read_text())}
     assert set(table) == {"uniform", "activeclip", "jest"}
 
@@ -107,6 +187,15 @@ def test_user_jsonl_pairs_bad_rows_fail_or_are_counted(tmp_path, capsys):
     assert main([*args, f"--out={tmp_path / 'skip'}", "--pairs.skip_bad=true"]) == 0
     rows = read_jsonl(str(tmp_path / "skip" / "metrics.jsonl"))
     assert rows[-1]["skipped_bad_rows"] == 1 and "zero_shot" not in rows[-1] and "r1_i2t" in rows[-1]
+
+
+@pytest.mark.skipif(not FMNIST, reason="dataset-fashion-mnist is not installed")
+def test_dot_actor_loss_caches_per_id_reference_losses(tmp_path):
+    out = tmp_path / "dot"
+    assert main(["run", f"--out={out}", *TINY, "--pairs.actor_loss=dot", "--selection.score=learnability"]) == 0
+    assert (out / "reference" / "losses.json").is_file() and not (out / "reference" / "embeddings.json").exists()
+    rows = read_jsonl(str(out / "metrics.jsonl"))
+    assert rows[0]["flops_scoring"] > 0 and rows[0]["flops_reference"] > 0
 
 
 def test_chunk_count_that_does_not_divide_is_refused(tmp_path, capsys):

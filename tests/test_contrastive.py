@@ -176,3 +176,19 @@ def test_scale_and_bias_must_be_scalars() -> None:
         dot_product_loss(img, txt, torch.ones(1))
     with pytest.raises(ValueError, match="logit_bias must be a scalar"):
         siglip_loss(img, txt, 1.0, torch.zeros(2))
+
+
+def test_embedding_rows_rebuild_the_joint_loss_matrix() -> None:
+    from learnability.contrastive import embedding_rows, joint_loss_matrix_from_rows
+
+    g = torch.Generator().manual_seed(3)
+    img = torch.nn.functional.normalize(torch.randn(6, 5, generator=g), dim=1)
+    txt = torch.nn.functional.normalize(torch.randn(6, 5, generator=g), dim=1)
+    rows = embedding_rows(img, txt, torch.tensor(1.5), -2.0)
+    assert rows.shape == (6, 12)
+    torch.testing.assert_close(joint_loss_matrix_from_rows(rows), joint_loss_matrix(img, txt, 1.5, -2.0))
+    # any sub-batch of cached rows gives that sub-batch's matrix
+    idx = torch.tensor([4, 0, 2])
+    torch.testing.assert_close(joint_loss_matrix_from_rows(rows[idx]), joint_loss_matrix(img[idx], txt[idx], 1.5, -2.0))
+    with pytest.raises(ValueError, match="2D \\+ 2"):
+        joint_loss_matrix_from_rows(rows[:, :7])

@@ -313,3 +313,21 @@ def test_real_cli_run_with_a_corrupted_cache_exits_2_naming_the_file(tmp_path: P
     assert main([*args, f"--out={tmp_path / 'b'}"]) == 2
     err = capsys.readouterr().err
     assert f.name in err and "sha256" in err and "delete" in err
+
+
+def test_a_named_cache_of_rows_round_trips_memory_mapped_and_checksummed(tmp_path):
+    from learnability.loss_cache import read_cache, write_cache
+
+    ids = np.array([2**40 + 7, 5, 2**25 + 1], dtype=np.int64)
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+    write_cache(str(tmp_path), ids, rows, data_fingerprint="d", weights_fingerprint="w", seconds=1.5, name="embeddings")
+    assert (tmp_path / "embeddings.json").is_file() and not (tmp_path / "losses.json").exists()
+    cache, seconds = read_cache(str(tmp_path), data_fingerprint="d", weights_fingerprint="w", name="embeddings")
+    assert seconds == 1.5 and isinstance(cache.losses, np.memmap) and cache.losses.shape == (3, 4)
+    assert torch.equal(cache.lookup(torch.tensor([5, 2**40 + 7])), torch.from_numpy(rows[[1, 0]]))
+    values = next(tmp_path.glob("embeddings-*.values.npy"))
+    data = bytearray(values.read_bytes())
+    data[-1] ^= 0xFF
+    values.write_bytes(bytes(data))
+    with pytest.raises(CacheMismatchError, match="sha256"):
+        read_cache(str(tmp_path), data_fingerprint="d", weights_fingerprint="w", name="embeddings")

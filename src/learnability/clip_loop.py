@@ -2,7 +2,8 @@
 
 Per step: draw B candidate pairs; score them with the small online proxy and the frozen reference
 (per example: minus the image-text dot product, cacheable per id; or, for joint selection,
-the [B, B] matrix of SigLIP pair losses); select b (independently, or jointly in chunks: JEST);
+the [B, B] matrix of SigLIP pair losses; batch-dependent reference losses are rebuilt from its
+cached per-id embeddings); select b (independently, or jointly in chunks: JEST);
 train the dual-encoder learner and the online proxy on the selection with the SigLIP (or CLIP)
 loss. Evaluation: zero-shot accuracy on the clean test split (logged as `test_accuracy`, the
 target metric; mean Recall@1 for unlabelled pairs) and retrieval Recall@1/5 on held-out pairs.
@@ -23,20 +24,20 @@ from learnability import faults
 from learnability.checkpoint import Checkpointer
 from learnability.batch import take
 from learnability.clip_eval import embed, retrieval_recall, zero_shot_accuracy
-from learnability.contrastive import clip_loss, clip_loss_per_example, dot_product_loss, joint_loss_matrix, siglip_loss
+from learnability.contrastive import (clip_loss, clip_loss_per_example, clip_loss_per_example_from_rows, dot_product_loss,
+                                      embedding_rows, joint_loss_matrix, joint_loss_matrix_from_rows, siglip_loss)
 from learnability.data import IndexStream
 from learnability.dual import build_dual
 from learnability.flops import Ledger, measure_loss_cost
 from learnability.io import atomic_write_text, ids_digest
 from learnability.joint import list_joint_samplers
-from learnability.loop import NonFiniteLossError
+from learnability.scores import NonFiniteLossError, get_score
 from learnability.pairs import CLEAN, class_prompts
 from learnability.pairs.build import build_pairs
 from learnability.pairs.pairset import PairSplits
 from learnability.pairs.tokenizer import WordTokenizer
 from learnability.reference import load_or_train_reference
-from learnability.scores import get_score
-from learnability.runtime import build_selector, make_ema, seeded, start_run, super_batch_size
+from learnability.runtime import build_selector, learner_step, make_ema, seeded, start_run, super_batch_size
 
 
 def train_loss_fn(kind: str):
@@ -70,6 +71,13 @@ def pair_loss_fn(model, batch) -> torch.Tensor:
     """`[B, B]` SigLIP pair losses (JEST's loss matrix)."""
     out = model(*batch)
     return joint_loss_matrix(out["image"], out["text"], out["logit_scale"], out["logit_bias"])
+
+
+def embedding_rows_fn(model, batch) -> torch.Tensor:
+    """`[N, 2D + 2]` per-pair rows of a frozen model (embeddings, scale, bias): JEST's reference
+    cache, from which `joint_loss_matrix_from_rows` rebuilds any super-batch's `[B, B]` losses."""
+    out = model(*batch)
+    return embedding_rows(out["image"], out["text"], out["logit_scale"], out["logit_bias"])
 
 
 def train_pairs(model, images, tokens, *, epochs, batch_size, lr, seed, loss_fn, device, progress) -> int:
@@ -122,6 +130,8 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None, resum
         joint = s.sampler in list_joint_samplers()
         proxy = seeded(lambda: build_dual(p.proxy, shape, vocab, p.max_len), t.seed + 1, device) if "online" in needs else None
         reference, ref_losses = None, None
+        # dot: per-id reference losses; joint or contrastive losses depend on the super-batch: per-id embeddings
+        by_rows = joint or p.actor_loss != "dot"
         if "reference" in needs:
             reference = seeded(lambda: build_dual(p.proxy, shape, vocab, p.max_len), t.seed + 2, device)
             ref_tokens = tokenizer.encode(ref_set.captions)
@@ -129,20 +139,22 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None, resum
             want = {"train_fingerprint": ref_set.fingerprint(), "vocab": vocab_fp, "epochs": r.epochs,
                     "batch_size": r.batch_size, "lr": r.lr, "seed": t.seed + 2, "architecture": p.proxy,
                     "loss": p.loss, "input_shape": list(shape), "max_len": p.max_len}
-            cacheable = r.cache and p.actor_loss == "dot" and not joint
             ref = load_or_train_reference(
                 reference, measure_loss_cost(reference, train_loss, (ref_set.images[:r.batch_size], ref_tokens[:r.batch_size])),
                 ref_dir=r.dir or os.path.join(cfg.out, "reference"), trained_with=want, device=device,
                 train=lambda m: train_pairs(m, ref_set.images, ref_tokens, epochs=r.epochs, batch_size=r.batch_size,
                                             lr=r.lr, seed=t.seed + 2, loss_fn=train_loss, device=device,
                                             progress=cfg.progress),
-                cache_batch=(images, tokens) if cacheable else None, cache_ids=pool.ids,
-                cache_fingerprint=pool.fingerprint() + vocab_fp, loss_fn=actor_loss)
+                cache_batch=(images, tokens) if r.cache else None, cache_ids=pool.ids,
+                cache_fingerprint=pool.fingerprint() + vocab_fp, loss_fn=embedding_rows_fn if by_rows else actor_loss,
+                cache_name="embeddings" if by_rows else "losses", per_example=not by_rows)
             ledger.add("reference", flops=ref.one_off_flops, seconds=ref.one_off_seconds)
             ref_losses = ref.losses
         selector = build_selector(cfg, proxy=proxy, reference=reference, reference_losses=ref_losses,
                                   learner=learner, ledger=ledger, autocast=autocast, loss_fn=actor_loss,
-                                  train_loss_fn=train_loss, pair_loss_fn=pair_loss_fn, n_chunks=p.n_chunks)
+                                  train_loss_fn=train_loss, pair_loss_fn=pair_loss_fn, n_chunks=p.n_chunks,
+                                  reference_rows_fn=(joint_loss_matrix_from_rows if joint else clip_loss_per_example_from_rows)
+                                  if by_rows and ref_losses is not None else None)
 
     # Evaluation data: class prompts for zero-shot, the first `retrieval_size` clean test pairs.
     prompts = tokenizer.encode(class_prompts(test.class_names)) if test.labels is not None and test.class_names else None
@@ -175,26 +187,13 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None, resum
 
         # 4. Train the learner on the selection, then the online proxy on the same pairs.
         t0 = time.perf_counter()
-        learner.train()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            loss = train_loss(learner, batch)
-        if not torch.isfinite(loss):
-            metrics.close()
-            raise NonFiniteLossError(f"arm {arm}: the learner's loss is {loss.item()} at step {step}; the run's "
-                                     f"files are kept in {cfg.out}. Lower train.lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if ema is not None:
-            ema.update_parameters(learner)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        loss = learner_step(learner, optimizer, ema, lambda: train_loss(learner, batch), device=device,
+                            autocast=autocast, where=f"arm {arm}, at step {step} (files kept in {cfg.out})")
         ledger.add("learner", flops=learner_cost.train * b + ema_flops, seconds=time.perf_counter() - t0)
         if selector is not None and selector.proxy is not None:
             try:
                 row["loss_proxy"] = selector.train_proxy(batch)
             except FloatingPointError as e:
-                metrics.close()
                 raise NonFiniteLossError(f"arm {arm}, step {step}: {e}; the run's files are kept in {cfg.out}") from e
 
         # Log: cumulative FLOPs and seconds, corrupted fraction selected, zero-shot and retrieval.

@@ -94,9 +94,9 @@ class PairsConfig:
     wrong_attribute: float = 0.0   # pool captions with one attribute wrong
     max_len: int = 32              # tokens per caption
     learner: str = "dual_cnn_small"
-    proxy: str = "dual_mlp_tiny"   # online proxy; the reference shares it
+    proxy: str = "dual_cnn_tiny"   # online proxy; the reference shares it
     loss: str = "siglip"           # training loss: siglip | clip
-    actor_loss: str = "dot"        # per-example scoring loss: dot (cacheable) | contrastive (within the super-batch)
+    actor_loss: str = "contrastive"  # per-example scoring loss: contrastive (within the super-batch) | dot
     n_chunks: int = 16             # JEST: the batch is drawn in this many chunks
     retrieval_size: int = 1000     # clean held-out pairs for retrieval Recall@1/5
 

@@ -110,3 +110,37 @@ def dot_product_loss(img: torch.Tensor, txt: torch.Tensor,
     if logit_scale is not None:
         loss = _scalar(logit_scale, "logit_scale", img).exp() * loss
     return loss
+
+
+def embedding_rows(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor | float,
+                   logit_bias: torch.Tensor | float) -> torch.Tensor:
+    """Pack a frozen model's outputs per example, `[N, 2D + 2]`: image embedding, text embedding,
+    `logit_scale`, `logit_bias` (repeated on every row). Each row depends on its own pair only, so
+    rows can be cached per example id and `joint_loss_matrix_from_rows` rebuilds the `[N, N]` loss
+    matrix of any super-batch from them with one `[N, D] x [D, N]` product (2 N^2 D FLOPs)."""
+    img, txt = _check_pair(img, txt)
+    n = img.shape[0]
+    scale = _scalar(logit_scale, "logit_scale", img).detach().expand(n, 1)
+    bias = _scalar(logit_bias, "logit_bias", img).detach().expand(n, 1)
+    return torch.cat([img, txt, scale, bias], dim=1)
+
+
+def unpack_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Image `[N, D]` and text `[N, D]` embeddings, `logit_scale` and `logit_bias` (read from the
+    first row) of rows packed by `embedding_rows` (`[N, 2D + 2]`)."""
+    if rows.dim() != 2 or rows.shape[0] == 0 or rows.shape[1] < 4 or rows.shape[1] % 2:
+        raise ValueError(f"rows must be [N, 2D + 2] as packed by embedding_rows; got shape {tuple(rows.shape)}")
+    d = (rows.shape[1] - 2) // 2
+    return rows[:, :d], rows[:, d:2 * d], rows[0, 2 * d], rows[0, 2 * d + 1]
+
+
+def joint_loss_matrix_from_rows(rows: torch.Tensor) -> torch.Tensor:
+    """`joint_loss_matrix` `[N, N]` of the pairs packed by `embedding_rows` (`rows` `[N, 2D + 2]`)."""
+    img, txt, scale, bias = unpack_rows(rows)
+    return joint_loss_matrix(img, txt, scale, bias)
+
+
+def clip_loss_per_example_from_rows(rows: torch.Tensor) -> torch.Tensor:
+    """`clip_loss_per_example` `[N]` within the batch of pairs packed by `embedding_rows`."""
+    img, txt, scale, _ = unpack_rows(rows)
+    return clip_loss_per_example(img, txt, scale)

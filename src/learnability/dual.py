@@ -116,3 +116,11 @@ def dual_mlp_tiny(image_shape: tuple[int, int, int], vocab_size: int, max_len: i
     """Proxy: images average-pooled 2x, one-hidden-layer MLP; bag-of-words text tower."""
     c, h, w = image_shape
     return DualEncoder(MLP((c, h // 2, w // 2), EMBED, hidden=(64,)), BagOfWords(vocab_size, 64, EMBED), image_pool=2)
+
+
+@register_dual
+def dual_cnn_tiny(image_shape: tuple[int, int, int], vocab_size: int, max_len: int) -> nn.Module:
+    """Proxy: images average-pooled 2x, CNN (widths 8/16/32) image tower; bag-of-words text tower.
+    About a tenth of `dual_cnn_small`'s forward FLOPs on 40x40 pairs, and it sees garment shapes."""
+    c, h, w = image_shape
+    return DualEncoder(CNN((c, h // 2, w // 2), EMBED, width=8), BagOfWords(vocab_size, 64, EMBED), image_pool=2)

@@ -4,7 +4,8 @@ Layout in a reference folder:
 - `losses-<token>.ids.npy`: `[N]` int64 example ids, sorted; `losses-<token>.values.npy`: `[N]`
   float32 losses in the same order. Both are opened with `np.load(mmap_mode="r")`, so a run holds
   only the pages its lookups touch, never a copy of the cache.
-- `losses.json`: the commit record. It names the two files, their sha256, N, and the fingerprints
+- `losses.json`: the commit record (a cache named other than `losses`, e.g. the reference's
+  per-id embeddings for joint selection, `embeddings`, uses the same layout under its name). It names the two files, their sha256, N, and the fingerprints
   of the pool data and reference weights they were computed from.
 
 Crash safety: the two data files get fresh names (a random token) and are each written to a temp
@@ -28,7 +29,6 @@ import torch
 
 from learnability.io import atomic_save_npy, atomic_write_text, file_sha256, fsync_dir
 
-RECORD = "losses.json"
 FORMAT = 1
 
 
@@ -39,7 +39,8 @@ class CacheMismatchError(ValueError):
 @dataclasses.dataclass
 class ReferenceLosses:
     """Per-id reference losses, looked up by example id. `ids` `[N]` int64 sorted, `losses` `[N]`
-    float32: numpy arrays, memory-mapped when loaded from a cache file (ids are never cast to float)."""
+    float32 (or one row per id, `[N, K]`, e.g. embeddings for joint selection): numpy arrays,
+    memory-mapped when loaded from a cache file (ids are never cast to float)."""
 
     ids: np.ndarray
     losses: np.ndarray
@@ -47,8 +48,8 @@ class ReferenceLosses:
     @classmethod
     def from_unsorted(cls, ids: torch.Tensor | np.ndarray, losses: torch.Tensor | np.ndarray) -> "ReferenceLosses":
         ids, losses = _int64(ids), np.asarray(losses, dtype=np.float32)
-        if ids.shape != losses.shape or ids.ndim != 1:
-            raise ValueError(f"ids {ids.shape} and losses {losses.shape} must both be [N]")
+        if ids.ndim != 1 or losses.ndim not in (1, 2) or losses.shape[0] != ids.shape[0]:
+            raise ValueError(f"ids {ids.shape} and losses {losses.shape} must be [N] and [N] (or [N, K])")
         if len(ids) > 1 and not bool(np.all(ids[:-1] <= ids[1:])):
             order = np.argsort(ids, kind="stable")
             ids, losses = ids[order], losses[order]
@@ -58,7 +59,7 @@ class ReferenceLosses:
         return len(self.ids)
 
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        """Losses `[n]` float32 for example ids `[n]`; raises KeyError for ids the cache does not
+        """Losses `[n]` (rows `[n, K]`) float32 for example ids `[n]`; raises KeyError for ids the cache does not
         hold. A binary search over the (memory-mapped) sorted ids: O(n log N), no copy of the cache."""
         q = _int64(ids)
         if not len(self.ids):
@@ -79,36 +80,38 @@ def _int64(ids: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def write_cache(ref_dir: str, ids: np.ndarray, losses: np.ndarray, *, data_fingerprint: str,
-                weights_fingerprint: str, seconds: float) -> None:
-    """Save losses `[N]` of ids `[N]` (any order) as a new cache in `ref_dir`, atomically (see the
-    module docstring), replacing any cache there only once the new one is complete."""
+                weights_fingerprint: str, seconds: float, name: str = "losses") -> None:
+    """Save losses `[N]` (or rows `[N, K]`) of ids `[N]` (any order) as the cache `name` in
+    `ref_dir`, atomically (see the module docstring), replacing any cache of that name there only
+    once the new one is complete."""
     cache = ReferenceLosses.from_unsorted(ids, losses)
     os.makedirs(ref_dir, exist_ok=True)
     token = secrets.token_hex(6)
-    names = {"ids": f"losses-{token}.ids.npy", "losses": f"losses-{token}.values.npy"}
+    names = {"ids": f"{name}-{token}.ids.npy", "losses": f"{name}-{token}.values.npy"}
     atomic_save_npy(os.path.join(ref_dir, names["ids"]), np.ascontiguousarray(cache.ids, dtype=np.int64))
     atomic_save_npy(os.path.join(ref_dir, names["losses"]), np.ascontiguousarray(cache.losses, dtype=np.float32))
     record = {"format": FORMAT, "count": len(cache), "files": names,
               "sha256": {k: file_sha256(os.path.join(ref_dir, v)) for k, v in names.items()},
               "data_fingerprint": data_fingerprint, "weights_fingerprint": weights_fingerprint, "seconds": seconds}
     fsync_dir(ref_dir)
-    atomic_write_text(os.path.join(ref_dir, RECORD), json.dumps(record, indent=2) + "\n")
+    atomic_write_text(os.path.join(ref_dir, f"{name}.json"), json.dumps(record, indent=2) + "\n")
     fsync_dir(ref_dir)
     keep = set(names.values())
-    leftovers = [os.path.join(ref_dir, p) for p in ("losses-*.npy", ".losses-*.tmp", f".{RECORD}.*.tmp")]
+    leftovers = [os.path.join(ref_dir, p) for p in (f"{name}-*.npy", f".{name}-*.tmp", f".{name}.json.*.tmp")]
     for stale in (f for pattern in leftovers for f in glob.glob(pattern)):
         if os.path.basename(stale) not in keep:
             os.unlink(stale)
 
 
-def read_cache(ref_dir: str, *, data_fingerprint: str, weights_fingerprint: str) -> tuple[ReferenceLosses, float] | None:
+def read_cache(ref_dir: str, *, data_fingerprint: str, weights_fingerprint: str,
+               name: str = "losses") -> tuple[ReferenceLosses, float] | None:
     """The cache in `ref_dir` as memory-mapped arrays, and the seconds its caching pass took; None
     when there is none. Raises `CacheMismatchError` when it was computed on other data or weights,
     or when a file is missing, unreadable or fails its sha256."""
-    path = os.path.join(ref_dir, RECORD)
+    path = os.path.join(ref_dir, f"{name}.json")
     if not os.path.exists(path):
         return None
-    fix = f"delete {path} (and the losses-*.npy files beside it) to rebuild the cache, or use a new --reference.dir"
+    fix = f"delete {path} (and the {name}-*.npy files beside it) to rebuild the cache, or use a new --reference.dir"
     try:
         with open(path) as f:
             record = json.load(f)
@@ -136,8 +139,8 @@ def read_cache(ref_dir: str, *, data_fingerprint: str, weights_fingerprint: str)
             a = np.load(fp, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as e:
             raise CacheMismatchError(f"the reference-loss cache file {fp} is unreadable ({e}); {fix}") from e
-        if a.dtype != dtype or a.shape != (count,):
+        if a.dtype != dtype or a.shape[:1] != (count,) or a.ndim != (1 if key == "ids" else a.ndim) or a.ndim > 2:
             raise CacheMismatchError(f"the reference-loss cache file {fp} holds {a.dtype} {a.shape}, "
-                                     f"expected {np.dtype(dtype)} ({count},); {fix}")
+                                     f"expected {np.dtype(dtype)} ({count}, ...); {fix}")
         arrays[key] = a
     return ReferenceLosses(arrays["ids"], arrays["losses"]), float(record.get("seconds", 0.0))

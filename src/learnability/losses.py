@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -35,24 +36,47 @@ def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tenso
     return cross_entropy(model(x), y)
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode for the block (BatchNorm statistics and dropout untouched), its mode
+    restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def score_losses(model: nn.Module, batch: Batch, loss_fn: PerExampleLoss = classification_loss,
                  chunk: int = 4096, autocast: bool = False) -> torch.Tensor:
     """Per-example losses `[N]` of `loss_fn(model, batch)` in eval mode and without autograd,
     `chunk` examples at a time. The model's train/eval mode is restored afterwards, so BatchNorm
     statistics and dropout are untouched by scoring."""
-    was_training = model.training
-    model.eval()
-    n = batch_len(batch)
-    try:
-        out = []
+    n, out = batch_len(batch), []
+    with eval_mode(model):
         for i in range(0, n, chunk):
             with torch.autocast(leaves(batch)[0].device.type, dtype=torch.bfloat16, enabled=autocast):
                 loss = loss_fn(model, rows(batch, i, i + chunk))
             out.append(check_per_example(loss, min(chunk, n - i)).float())
-        return torch.cat(out)
-    finally:
-        model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def score_rows(model: nn.Module, batch: Batch, row_fn: Callable[[nn.Module, Batch], torch.Tensor],
+               chunk: int = 4096) -> torch.Tensor:
+    """Per-example rows `[N, K]` of `row_fn(model, batch)` (e.g. a frozen model's embeddings, for a
+    per-id cache) in eval mode without autograd, `chunk` examples at a time; mode restored."""
+    n, out = batch_len(batch), []
+    with eval_mode(model):
+        for i in range(0, n, chunk):
+            r = row_fn(model, rows(batch, i, i + chunk))
+            if not isinstance(r, torch.Tensor) or r.dim() != 2 or r.shape[0] != min(chunk, n - i):
+                raise ValueError(f"the row function must return one row per example, shape [{min(chunk, n - i)}, K]; "
+                                 f"got {tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__}")
+            out.append(r.float())
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -60,15 +84,10 @@ def pair_losses(model: nn.Module, batch: Batch, pair_loss_fn: Callable[[nn.Modul
                 autocast: bool = False) -> torch.Tensor:
     """Pairwise losses `[B, B]` of `pair_loss_fn(model, batch)` over the whole super-batch, in eval
     mode without autograd (mode restored), for joint selection."""
-    was_training = model.training
-    model.eval()
     n = batch_len(batch)
-    try:
-        with torch.autocast(leaves(batch)[0].device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = pair_loss_fn(model, batch)
-        if not isinstance(out, torch.Tensor) or out.shape != (n, n):
-            raise ValueError(f"the pairwise loss function must return a [{n}, {n}] tensor; got "
-                             f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
-        return out.float()
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.autocast(leaves(batch)[0].device.type, dtype=torch.bfloat16, enabled=autocast):
+        out = pair_loss_fn(model, batch)
+    if not isinstance(out, torch.Tensor) or out.shape != (n, n):
+        raise ValueError(f"the pairwise loss function must return a [{n}, {n}] tensor; got "
+                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
+    return out.float()

@@ -27,7 +27,7 @@ from learnability.flops import ModelCost
 from learnability.io import atomic_torch_save, atomic_write_text
 from learnability.loss_cache import CacheMismatchError, ReferenceLosses, read_cache, write_cache
 from learnability.batch import Batch, apply
-from learnability.losses import PerExampleLoss, classification_loss, cross_entropy, score_losses
+from learnability.losses import PerExampleLoss, classification_loss, cross_entropy, score_losses, score_rows
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -96,10 +96,13 @@ def prepare_reference(model: nn.Module, cost: ModelCost, *, ref_dir: str, train_
 def load_or_train_reference(model: nn.Module, cost: ModelCost, *, ref_dir: str, trained_with: dict,
                             train: Callable[[nn.Module], int], device: torch.device, cache_batch: Batch | None = None,
                             cache_ids: torch.Tensor | None = None, cache_fingerprint: str = "",
-                            loss_fn: PerExampleLoss = classification_loss) -> Reference:
+                            loss_fn: PerExampleLoss = classification_loss, cache_name: str = "losses",
+                            per_example: bool = True) -> Reference:
     """Any task: the reference in `ref_dir` if `meta.json` says it was trained as `trained_with`
     (refused with the differing keys otherwise), else `train(model)` (returns examples seen) and
-    save. With `cache_batch`, per-id losses `loss_fn(model, batch)` of the pool are cached too."""
+    save. With `cache_batch`, per-id losses `loss_fn(model, batch)` of the pool are cached too, in
+    the cache `cache_name` in `ref_dir` (`<name>.json` + memory-mapped `.npy` files); with `per_example=False` the cache holds the rows `[N, K]` that `loss_fn`
+    returns instead (one forward pass per pool example either way)."""
     meta_path, model_path = os.path.join(ref_dir, "meta.json"), os.path.join(ref_dir, "model.pt")
     if os.path.exists(meta_path):
         with open(meta_path) as f:
@@ -128,7 +131,8 @@ def load_or_train_reference(model: nn.Module, cost: ModelCost, *, ref_dir: str, 
     losses = None
     if cache_batch is not None:
         losses, cache_seconds = load_or_build_cache(model, ref_dir, cache_batch, cache_ids, cache_fingerprint,
-                                                    meta["weights_fingerprint"], device, loss_fn)
+                                                    meta["weights_fingerprint"], device, loss_fn,
+                                                    name=cache_name, per_example=per_example)
         flops += len(cache_ids) * cost.forward
         seconds += cache_seconds
     return Reference(model, flops, seconds, losses)
@@ -136,30 +140,32 @@ def load_or_train_reference(model: nn.Module, cost: ModelCost, *, ref_dir: str, 
 
 def load_or_build_cache(model: nn.Module, ref_dir: str, batch: Batch, ids: torch.Tensor, data_fp: str, weights_fp: str,
                         device: torch.device, loss_fn: PerExampleLoss = classification_loss,
-                        chunk: int = 4096) -> tuple[ReferenceLosses, float]:
-    """Per-id losses of the pool `batch` under the reference, memory-mapped from the cache in
-    `ref_dir` when its fingerprints match the pool and the weights and its files pass their sha256
+                        chunk: int = 4096, name: str = "losses", per_example: bool = True) -> tuple[ReferenceLosses, float]:
+    """Per-id losses of the pool `batch` under the reference (or the rows `[N, K]` that `loss_fn`
+    returns, with `per_example=False`), memory-mapped from the cache `name` in `ref_dir` when its fingerprints match the pool and the weights and its files pass their sha256
     (refused otherwise), else computed once, `chunk` rows at a time, and saved atomically. `batch`
     leaves may be tensors or lazy columns (anything sliced with `[i:j]` into a tensor), so a pool
     read from files is never loaded whole. A `losses.pt` of older versions is ignored (the cache is
     rebuilt beside it). Returns the losses and the seconds the caching pass took (the recorded
     time when loaded)."""
-    found = read_cache(ref_dir, data_fingerprint=data_fp, weights_fingerprint=weights_fp)
+    found = read_cache(ref_dir, data_fingerprint=data_fp, weights_fingerprint=weights_fp, name=name)
     if found is not None:
         return found
     t0 = time.perf_counter()
-    n = len(ids)
-    losses = np.empty(n, dtype=np.float32)
+    n, losses = len(ids), None
     for i in range(0, n, chunk):
         part = apply(_rows(batch, i, i + chunk), lambda t: t.to(device))
-        losses[i:i + chunk] = score_losses(model, part, loss_fn, chunk=chunk).cpu().numpy()
+        out = (score_losses(model, part, loss_fn, chunk=chunk) if per_example else score_rows(model, part, loss_fn, chunk=chunk))
+        if losses is None:
+            losses = np.empty((n, *out.shape[1:]), dtype=np.float32)
+        losses[i:i + chunk] = out.cpu().numpy()
     seconds = time.perf_counter() - t0
     if not np.isfinite(losses).all():
         raise FloatingPointError("the reference gives non-finite losses on the pool; retrain it with a lower reference.lr")
     write_cache(ref_dir, ids.cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids), losses,
-                data_fingerprint=data_fp, weights_fingerprint=weights_fp, seconds=seconds)
+                data_fingerprint=data_fp, weights_fingerprint=weights_fp, seconds=seconds, name=name)
     del losses  # the run reads the memory-mapped files from here on
-    found = read_cache(ref_dir, data_fingerprint=data_fp, weights_fingerprint=weights_fp)
+    found = read_cache(ref_dir, data_fingerprint=data_fp, weights_fingerprint=weights_fp, name=name)
     if found is None:
         raise OSError(f"the reference-loss cache written to {ref_dir} has disappeared; is another run deleting it?")
     return found[0], seconds

@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from learnability.batch import Batch, batch_len, leaves, rows, take
 from learnability.flops import Ledger, ModelCost, measure_loss_cost
@@ -65,7 +66,12 @@ class Selector:
             mean of `loss_fn`); contrastive models score with one loss and train with another.
         pair_loss_fn: `(model, batch) -> [B, B]` pairwise losses, for joint samplers (JEST, from
             `learnability.joint`): the score is then a `[B, B]` matrix and the batch is drawn jointly
-            in `n_chunks` chunks. Reference losses are not cached in this mode.
+            in `n_chunks` chunks.
+        reference_rows_fn: for losses that depend on the whole super-batch (joint selection, or a
+            contrastive per-example loss) with a cached reference: maps the cached per-id rows of the
+            super-batch (`reference_losses.lookup(ids)`, `[B, K]`, e.g. frozen embeddings) to its
+            reference losses, `[B, B]` (joint) or `[B]`; its FLOPs are measured once per shape and
+            charged to scoring. Without it, such losses run the reference on every super-batch.
     """
 
     def __init__(self, *, score: str, batch_size: int, proxy: nn.Module | None = None,
@@ -74,7 +80,8 @@ class Selector:
                  sampler: str = "softmax", temperature: float = 1.0, loss_fn: PerExampleLoss = classification_loss,
                  seed: int = 0, ledger: Ledger | None = None, autocast: bool = False,
                  train_loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None,
-                 pair_loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None, n_chunks: int = 1):
+                 pair_loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None, n_chunks: int = 1,
+                 reference_rows_fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.score = get_score(score)
         for arg, value in (("batch_size", batch_size), ("n_chunks", n_chunks)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -88,8 +95,9 @@ class Selector:
         if self.joint and (n_chunks < 1 or batch_size % n_chunks):
             raise ValueError(f"n_chunks={n_chunks} must divide batch_size={batch_size} (equal chunks)")
         self.train_loss_fn, self.pair_loss_fn, self.n_chunks = train_loss_fn, pair_loss_fn, n_chunks
-        if self.joint:
-            reference_losses = None  # pairwise reference losses depend on the whole super-batch
+        self.reference_rows_fn = reference_rows_fn
+        if self.joint and reference_rows_fn is None:
+            reference_losses = None  # per-example losses cannot give the pairwise [B, B] reference losses
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         needs = set(self.score.needs)
@@ -119,9 +127,26 @@ class Selector:
             cost = self._measure(model, f"{which}-pairs", batch, self.pair_loss_fn, full=True)
         else:
             losses = score_losses(model, batch, self.loss_fn, autocast=self.autocast)
-            cost = self.cost(which, batch)
+            # measured on the whole super-batch: a contrastive per-example loss costs B x B terms too
+            cost = self._measure(model, f"{which}-scoring", batch, self.loss_fn, full=True)
         self.ledger.add("scoring", flops=cost.forward * batch_len(batch))
         return losses
+
+    def _from_rows(self, cached: torch.Tensor) -> torch.Tensor:
+        """Reference losses (`[B, B]` joint, else `[B]`) from cached per-id rows `[B, K]`, with their
+        FLOPs (counted once per shape)."""
+        n = cached.shape[0]
+        key = ("reference-rows", tuple(cached.shape))
+        if key not in self._costs:
+            with FlopCounterMode(display=False) as counter:
+                self.reference_rows_fn(cached)
+            self._costs[key] = ModelCost(forward=counter.get_total_flops() / n, train=0.0)
+        out = self.reference_rows_fn(cached).float()
+        want = (n, n) if self.joint else (n,)
+        if out.shape != want:
+            raise ValueError(f"reference_rows_fn must return {list(want)}; got {list(out.shape)}")
+        self.ledger.add("scoring", flops=self._costs[key].forward * cached.shape[0])
+        return out
 
     def select(self, batch: Batch, ids: torch.Tensor | None = None) -> Batch:
         """The selected sub-batch of `batch` (B examples), b of them, in the same structure.
@@ -148,7 +173,8 @@ class Selector:
             if kind == "reference" and self.reference_losses is not None:
                 if ids is None:
                     raise ValueError("reference losses come from the per-id cache: pass the super-batch's ids")
-                losses[kind] = self.reference_losses.lookup(ids.to(torch.int64))
+                cached = self.reference_losses.lookup(ids)
+                losses[kind] = self._from_rows(cached) if self.reference_rows_fn is not None else cached
             else:
                 losses[kind] = self._model_losses("proxy" if kind == "online" else kind, batch).cpu()
         _sync(device)
