@@ -12,6 +12,7 @@ import torch
 
 from learnability import analysis
 from learnability.io import read_jsonl
+from learnability.report import pct, share  # noqa: F401 - the bench scripts format with the report's helpers
 
 
 def machine() -> str:
@@ -58,9 +59,3 @@ def medians(rows: list[dict], group: tuple[str, ...], keys: tuple[str, ...], arm
     return out
 
 
-def pct(v: float | None) -> str:
-    return "not reached" if v is None else f"{100 * v:+.1f}%"
-
-
-def share(v: float | None, digits: int = 1) -> str:
-    return "n/a" if v is None else f"{100 * v:.{digits}f}%"

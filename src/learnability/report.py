@@ -59,11 +59,11 @@ def table(runs: list[dict], amortise: int = 10) -> list[dict]:
     return out
 
 
-def _pct(v: float | None) -> str:
+def pct(v: float | None) -> str:
     return "not reached" if v is None else f"{100 * v:+.1f}%"
 
 
-def _share(v: float | None, digits: int = 1) -> str:
+def share(v: float | None, digits: int = 1) -> str:
     return "n/a" if v is None else f"{100 * v:.{digits}f}%"
 
 
@@ -72,9 +72,9 @@ def markdown_table(rows: list[dict]) -> str:
             "final accuracy | corrupted selected | selection share of step time |\n"
             "|---|---|---|---|---|---|---|---|\n")
     body = "".join(
-        f"| {r['arm']} | {_pct(r.get('updates_saved'))} | {_pct(r.get('compute_saved'))} | "
-        f"{_pct(r.get('compute_saved_amortised'))} | {_pct(r.get('wallclock_saved'))} | "
-        f"{r['final_accuracy']:.4f} | {_share(r['corrupted_selected'])} | {_share(r['selection_time_share'], 2)} |\n"
+        f"| {r['arm']} | {pct(r.get('updates_saved'))} | {pct(r.get('compute_saved'))} | "
+        f"{pct(r.get('compute_saved_amortised'))} | {pct(r.get('wallclock_saved'))} | "
+        f"{r['final_accuracy']:.4f} | {share(r['corrupted_selected'])} | {share(r['selection_time_share'], 2)} |\n"
         for r in rows)
     return head + body
 
