@@ -184,7 +184,7 @@ def test_user_jsonl_pairs_bad_rows_fail_or_are_counted(tmp_path, capsys):
             "--progress=false", "--train.threads=1"]
     assert main([*args, f"--out={tmp_path / 'fail'}"]) == 2
     assert "text" in capsys.readouterr().err  # the row missing its caption is named
-    assert main([*args, f"--out={tmp_path / 'skip'}", "--pairs.skip_bad=true"]) == 0
+    assert main([*args, f"--out={tmp_path / 'skip'}", "--data.skip_bad=true"]) == 0
     rows = read_jsonl(str(tmp_path / "skip" / "metrics.jsonl"))
     assert rows[-1]["skipped_bad_rows"] == 1 and "zero_shot" not in rows[-1] and "r1_i2t" in rows[-1]
 

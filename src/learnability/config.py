@@ -37,6 +37,7 @@ class DataConfig:
     junk: float = 0.0              # fraction of the pool replaced by noise or blank images
     seed: int = 0                  # split and corruption seed
     in_memory: bool = False        # folder / npy: read every image into memory once (faster steps; memory grows with the pool)
+    skip_bad: bool = False         # image-text pairs: skip and count bad rows/samples instead of failing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +88,6 @@ class PairsConfig:
     reference_path: str = ""       # jsonl / shards: the clean curated pairs for the reference
     test_path: str = ""            # jsonl / shards: clean held-out pairs for retrieval
     image_size: int = 40           # user pairs are resized to this; synthetic canvas size
-    skip_bad: bool = False         # skip and count bad rows instead of failing
     two_objects: float = 0.0       # synthetic: fraction of images with two garments
     swapped: float = 0.3           # pool captions swapped with another example's
     uninformative: float = 0.0     # pool captions replaced by junk alt-text

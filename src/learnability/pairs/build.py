@@ -10,7 +10,7 @@ from learnability.pairs.tarindex import is_plain_tar, lazy_pairs
 
 
 def build_pairs(cfg) -> tuple[PairSplits, int]:
-    """Returns the splits and how many bad rows were skipped (`pairs.skip_bad`). The built-in pairs
+    """Returns the splits and how many bad rows were skipped (`data.skip_bad`). The built-in pairs
     get the configured caption noise in the pool; a user's pairs are taken as they are (web data
     brings its own noise), from `pairs.path` (pool), `pairs.reference_path` (clean, curated) and
     `pairs.test_path` (clean, held out). Uncompressed tar shards are not loaded: their images are
@@ -29,11 +29,11 @@ def build_pairs(cfg) -> tuple[PairSplits, int]:
             raise ValueError(f"pairs.source={p.source} needs --pairs.{key} (pool, clean reference and clean test pairs)")
         if p.source == "shards" and all(is_plain_tar(s) for s in expand_shards(where)):
             # uncompressed shards: images stay in the files and are read when a batch needs them
-            pairs, bad = lazy_pairs(where, image_size=p.image_size, skip_bad=p.skip_bad)
+            pairs, bad = lazy_pairs(where, image_size=p.image_size, skip_bad=d.skip_bad)
             parts.append(pairs)
             skipped += bad
             continue
-        r = reader(where, image_size=p.image_size, skip_bad=p.skip_bad)
+        r = reader(where, image_size=p.image_size, skip_bad=d.skip_bad)
         parts.append(collect(r))
         skipped += r.skipped
     return PairSplits(pool=parts[0], reference=parts[1], test=parts[2]), skipped
