@@ -36,7 +36,7 @@ from learnability.pairs import CLEAN, class_prompts
 from learnability.pairs.build import build_pairs
 from learnability.pairs.pairset import PairSplits
 from learnability.pairs.tokenizer import WordTokenizer
-from learnability.reference import load_or_train_reference
+from learnability.reference import fit, load_or_train_reference
 from learnability.runtime import build_selector, learner_step, make_ema, seeded, start_run, super_batch_size
 
 
@@ -82,23 +82,8 @@ def embedding_rows_fn(model, batch) -> torch.Tensor:
 
 def train_pairs(model, images, tokens, *, epochs, batch_size, lr, seed, loss_fn, device, progress) -> int:
     """Train `model` on pairs with `loss_fn` (AdamW); returns examples seen."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    n, seen = images.shape[0], 0
-    model.train()
-    for epoch in tqdm(range(epochs), desc="train reference", disable=not progress, leave=False):
-        perm = torch.randperm(n, generator=g)
-        for i in range(0, n - batch_size + 1, batch_size):  # full batches: contrastive losses need negatives
-            idx = perm[i:i + batch_size]
-            loss = loss_fn(model, (images[idx].to(device), tokens[idx].to(device)))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"reference training loss is {loss.item()} in epoch {epoch}; lower reference.lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            seen += len(idx)
-            faults.point("reference_train")
-    return seen
+    return fit(model, images.shape[0], lambda idx: loss_fn(model, (images[idx].to(device), tokens[idx].to(device))),
+               epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, drop_last=True, progress=progress)
 
 
 def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None, resume: bool = False) -> dict:

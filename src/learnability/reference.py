@@ -38,22 +38,26 @@ def weights_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def train_model(model: nn.Module, data: ImageSet, *, epochs: int, batch_size: int, lr: float, seed: int,
-                device: torch.device, progress: bool = True, desc: str = "reference") -> int:
-    """Train `model` on `data` for `epochs` with AdamW and mean cross-entropy. Returns examples seen."""
-    if len(data) == 0:
+def fit(model: nn.Module, n: int, loss_of: Callable[[torch.Tensor], torch.Tensor], *, epochs: int, batch_size: int,
+        lr: float, seed: int, drop_last: bool = False, progress: bool = True, desc: str = "reference") -> int:
+    """Train `model` with AdamW for `epochs` over `n` examples in seeded random batches;
+    `loss_of(index)` is the scalar loss of the examples at `index`. `drop_last` skips a short
+    last batch (contrastive losses need their negatives). Returns examples seen; the model is left
+    in eval mode."""
+    if n == 0:
         raise ValueError(f"cannot train the {desc}: its training set is empty")
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)
+    stop = n - batch_size + 1 if drop_last else n
     model.train()
     seen = 0
-    steps = epochs * -(-len(data) // batch_size)
-    bar = tqdm(total=steps, desc=f"train {desc}", disable=not progress, leave=False)
+    bar = tqdm(total=epochs * len(range(0, max(stop, 0), batch_size)), desc=f"train {desc}", disable=not progress,
+               leave=False)
     for epoch in range(epochs):
-        perm = torch.randperm(len(data), generator=g)
-        for i in range(0, len(data), batch_size):
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, stop, batch_size):
             idx = perm[i:i + batch_size]
-            loss = cross_entropy(model(data.x[idx].to(device)), data.y[idx].to(device)).mean()
+            loss = loss_of(idx)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{desc} training loss is {loss.item()} in epoch {epoch}; lower reference.lr")
             opt.zero_grad(set_to_none=True)
@@ -65,6 +69,13 @@ def train_model(model: nn.Module, data: ImageSet, *, epochs: int, batch_size: in
     bar.close()
     model.eval()
     return seen
+
+
+def train_model(model: nn.Module, data: ImageSet, *, epochs: int, batch_size: int, lr: float, seed: int,
+                device: torch.device, progress: bool = True, desc: str = "reference") -> int:
+    """Train `model` on `data` for `epochs` with AdamW and mean cross-entropy. Returns examples seen."""
+    return fit(model, len(data), lambda idx: cross_entropy(model(data.x[idx].to(device)), data.y[idx].to(device)).mean(),
+               epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress, desc=desc)
 
 
 @dataclasses.dataclass
