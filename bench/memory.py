@@ -6,19 +6,25 @@
 Each pool is synthetic 16x16 grayscale images of 10 classes (a class template plus noise), written
 once as a uint8 `x.npy` + `y.npy` (the `npy` source: images are read from the file with `pread` when a
 batch needs them, never loaded whole), with 2,000 extra images for the curated reference set and a
-1,000-image test split. For every pool size two fresh processes run the real loop
-(`learnability.loop.run`, learnability selection, mlp_small learner, mlp_tiny proxy and reference,
-label noise 0.2, b = 64 of B = 128):
+1,000-image test split. The `npy` source's default `data.order=auto` is `bijection`: the splits,
+the label noise and the stream are seeded bijections computed per batch, and labels and ids are
+read from `y.npy` and the row numbers, so nothing per example is held in memory. For every pool size
+two fresh processes run the real loop (`learnability.loop.run`, learnability selection, mlp_small
+learner, mlp_tiny proxy and reference, label noise 0.2, b = 64 of B = 128):
 
 - `build`: 1 step; trains the reference and writes the memory-mapped reference-loss cache;
 - `run`: 300 steps reading that cache (memory-mapped, checksums verified) instead of rebuilding it;
 - for the middle size only, `run, in-memory npz`: the same pool through the in-memory `npz` source
-  (same fingerprints, so it reuses the same reference and cache), to show what lazy images save.
+  with `data.order=bijection` (same fingerprints, so it reuses the same reference and cache), to
+  show what lazy images save;
+- for the largest size only, `build+run, data.order=permutation`: one process that builds its own
+  cache and runs the 300 steps with the `torch.randperm` shuffles (int32/int64 arrays per example),
+  to show what the bijections save.
 
 Each process reports its peak RSS (VmHWM from /proc/self/status, which counts touched pages of
 memory-mapped files too), the cache's size on disk, and the bytes of per-id metadata it holds in
-memory (labels, true labels, ids, corruption codes, lazy row maps of the splits, and the
-stream's int32 permutation). The table compares each pool's peak RSS growth over the smallest
+memory (labels, true labels, ids and corruption codes held as tensors, explicit row maps of the
+splits, and the stream's permutation; lazy columns and maps count 0). The table compares each pool's peak RSS growth over the smallest
 pool with the cache's size. Writes bench/results/memory[-quick].json and .md.
 """
 
@@ -75,7 +81,31 @@ def write_npz(folder: str) -> str:
     return path
 
 
-def child(folder: str, ref_dir: str, out: str, steps: int, source: str = "npy") -> dict:
+def held_bytes(obj) -> int:
+    """Bytes of per-example arrays `obj` (a tensor, numpy array, lazy column or row map) holds."""
+    from learnability.data.bijection import PermutedRange
+    from learnability.data.columns import Chain, LazyColumn, Range
+
+    if isinstance(obj, torch_tensor()):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if isinstance(obj, LazyColumn):
+        return held_bytes(obj.rows)
+    if isinstance(obj, Chain):
+        return held_bytes(obj.rows) + held_bytes(obj.index)
+    if isinstance(obj, (Range, PermutedRange)):
+        return 0
+    raise TypeError(f"cannot size {type(obj).__name__}")
+
+
+def torch_tensor():
+    import torch
+
+    return torch.Tensor
+
+
+def child(folder: str, ref_dir: str, out: str, steps: int, source: str = "npy", order: str = "auto") -> dict:
     """One real run in this (fresh) process; returns its peak RSS and what it held per id."""
     import torch
 
@@ -86,7 +116,7 @@ def child(folder: str, ref_dir: str, out: str, steps: int, source: str = "npy") 
     after_import = _status_kb("VmRSS")
     cfg = C.RunConfig(
         data=C.DataConfig(source=source, path=write_npz(folder) if source == "npz" else folder,
-                          reference_size=REFERENCE, label_noise=0.2),
+                          reference_size=REFERENCE, label_noise=0.2, order="bijection" if source == "npz" else order),
         model=C.ModelConfig(learner="mlp_small", proxy="mlp_tiny"),
         selection=C.SelectionConfig(score="learnability"),
         reference=C.ReferenceConfig(epochs=1, batch_size=256, dir=ref_dir),
@@ -96,9 +126,10 @@ def child(folder: str, ref_dir: str, out: str, steps: int, source: str = "npy") 
     splits = build_data(cfg.data)
     meta = 0
     for part in (splits.pool, splits.reference, splits.test):
-        meta += sum(t.numel() * t.element_size() for t in (part.y, part.ids, part.corruption, part.true_y))
-        meta += part.x.rows.nbytes if part.lazy else 0
-    meta += 4 * len(splits.pool)  # IndexStream's int32 permutation of the pool
+        meta += sum(held_bytes(t) for t in {id(c): c for c in (part.y, part.ids, part.corruption, part.true_y)}.values())
+        meta += held_bytes(part.x.rows) if part.lazy else 0
+    if C.data_order(cfg.data) == "permutation":
+        meta += 4 * len(splits.pool)  # IndexStream's int32 permutation of the pool
     summary = run(cfg, splits)
     with open(os.path.join(ref_dir, "losses.json")) as f:
         cache = json.load(f)
@@ -109,9 +140,9 @@ def child(folder: str, ref_dir: str, out: str, steps: int, source: str = "npy") 
             "torch": torch.__version__}
 
 
-def _spawn(folder: str, ref_dir: str, out: str, steps: int, source: str = "npy") -> dict:
+def _spawn(folder: str, ref_dir: str, out: str, steps: int, source: str = "npy", order: str = "auto") -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(HERE, "..", "src"), os.environ.get("PYTHONPATH", "")])}
-    res = subprocess.run([sys.executable, __file__, "--child", folder, ref_dir, out, str(steps), source],
+    res = subprocess.run([sys.executable, __file__, "--child", folder, ref_dir, out, str(steps), source, order],
                          capture_output=True, text=True, env=env)
     if res.returncode:
         raise RuntimeError(f"the child run failed:\n{res.stderr[-3000:]}")
@@ -127,7 +158,8 @@ def table(rows: list[dict]) -> str:
              "| rest (MB) | growth <= cache growth? |", "|---:|---|---:|---:|---:|---:|---:|---|"]
     smallest = min(r["pool"] for r in rows)
     for r in rows:
-        b = next(x for x in rows if x["phase"] == r["phase"].split(",")[0] and x["pool"] == smallest)
+        phases = ("build", "run") if r["phase"].startswith("build+run") else (r["phase"].split(",")[0],)
+        b = max((x for x in rows if x["phase"] in phases and x["pool"] == smallest), key=lambda x: x["peak_rss_mb"])
         growth = r["peak_rss_mb"] - b["peak_rss_mb"]
         cache = (r["cache_bytes"] - b["cache_bytes"]) / mb
         meta = (r["metadata_bytes"] - b["metadata_bytes"]) / mb
@@ -179,12 +211,21 @@ def main() -> None:
                                                           STEPS, "npz")}
             print(json.dumps(r), flush=True)
             rows.append(r)
+        if n == sizes[-1]:  # the permutation shuffles, for comparison: build and run in one process
+            perm_dir = os.path.join(args.data_dir, "runs", f"reference-{n}-permutation")
+            if os.path.exists(perm_dir):
+                import shutil
+                shutil.rmtree(perm_dir)
+            r = {"phase": "build+run, data.order=permutation",
+                 **_spawn(folder, perm_dir, os.path.join(args.data_dir, "runs", f"perm-{n}"), STEPS, "npy", "permutation")}
+            print(json.dumps(r), flush=True)
+            rows.append(r)
     print(write_results(rows, args.quick))
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        print(json.dumps(child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6])))
+        print(json.dumps(child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6], sys.argv[7])))
     else:
         sys.path.insert(0, os.path.join(HERE, "..", "src"))
         main()

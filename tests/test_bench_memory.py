@@ -24,7 +24,10 @@ def test_memory_bench_smoke(tmp_path: Path, monkeypatch) -> None:
         r = memory.child(folder, str(tmp_path / "ref"), str(tmp_path / phase), steps=2)
         assert r["pool"] == 300 and r["peak_rss_mb"] > 0
         assert r["cache_bytes"] > 300 * 12  # 8-byte ids + 4-byte losses, plus the .npy headers
+        assert r["metadata_bytes"] == 0  # data.order=bijection: no per-example array in memory
         rows.append({"phase": phase, **r})
     rows += [{**r, "pool": 3000, "peak_rss_mb": r["peak_rss_mb"] + 1, "cache_bytes": r["cache_bytes"] + 2 * 2 ** 20} for r in rows]
+    perm = memory.child(folder, str(tmp_path / "ref-perm"), str(tmp_path / "perm"), steps=2, order="permutation")
+    assert perm["metadata_bytes"] >= 300 * (8 + 8 + 1 + 4 + 4)  # labels as tensors, ids, codes, rows, permutation
     table = memory.table(rows)
     assert "| 3,000 | run |" in table and table.count("| yes |") == 2

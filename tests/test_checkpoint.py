@@ -132,7 +132,8 @@ def _interrupt_at(monkeypatch, name: str, n: int) -> None:
 
 
 @pytest.mark.parametrize("extra", [["--selection.score=learnability"], ["--selection.score=uniform"],
-                                   ["--selection.score=learnability", "--reference.train_on=online", "--train.ema=0"]])
+                                   ["--selection.score=learnability", "--reference.train_on=online", "--train.ema=0"],
+                                   ["--selection.score=learnability", "--data.order=bijection"]])
 def test_resume_in_process_is_bit_identical(tmp_path, monkeypatch, extra):
     cfg = C.apply_overrides(C.RunConfig(), TINY + extra + ["--checkpoint.every=4"])
     # interrupted after step 10's row, two steps past the step-8 checkpoint

@@ -44,7 +44,7 @@ def test_npy_source_matches_the_in_memory_npz_source(tmp_path: Path, shape: tupl
     for (eager, lazy) in zip(load_source("npz", path=str(tmp_path / "d.npz"), seed=3),
                              load_source("npy", path=str(tmp_path), seed=3)):
         assert lazy.lazy and not eager.lazy
-        assert torch.equal(lazy.ids, eager.ids) and torch.equal(lazy.y, eager.y)
+        assert torch.equal(lazy.ids[:], eager.ids) and torch.equal(lazy.y[:], eager.y)
         assert lazy.shape == eager.shape and len(lazy) == len(eager)
         assert torch.equal(lazy.x[:], eager.x)
         idx = torch.tensor([3, 0, 3, len(eager) - 1])
@@ -151,8 +151,8 @@ def test_splits_and_label_noise_keep_lazy_pools_lazy(tmp_path: Path) -> None:
     (eager, eager_ref), (lazy, lazy_ref) = results
     assert lazy.lazy and lazy_ref.lazy
     for a, b in ((eager, lazy), (eager_ref, lazy_ref)):
-        assert torch.equal(a.ids, b.ids) and torch.equal(a.y, b.y) and torch.equal(a.x[:], b.x[:])
-        assert torch.equal(a.corruption, b.corruption) and torch.equal(a.true_y, b.true_y)
+        assert torch.equal(a.ids[:], b.ids[:]) and torch.equal(a.y[:], b.y[:]) and torch.equal(a.x[:], b.x[:])
+        assert torch.equal(a.corruption[:], b.corruption[:]) and torch.equal(a.true_y[:], b.true_y[:])
     with pytest.raises(ValueError, match="in-memory source"):
         corrupt(lazy, duplicates=0.1)
     with pytest.raises(ValueError, match="in-memory source"):
@@ -194,17 +194,20 @@ def test_a_run_on_the_lazy_npy_source_matches_the_in_memory_npz_run(tmp_path: Pa
     np.savez(tmp_path / "d.npz", x=x, y=y)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)
-    rows = {}
-    for source, path in (("npz", tmp_path / "d.npz"), ("npy", tmp_path)):
+    rows = {}  # both orders: the npy source's default (bijection) and permutation, each against npz
+    for source, path, order in (("npz", tmp_path / "d.npz", "bijection"), ("npy", tmp_path, "auto"),
+                                ("npz-perm", tmp_path / "d.npz", "permutation"), ("npy-perm", tmp_path, "permutation")):
         cfg = C.RunConfig(
-            data=C.DataConfig(source=source, path=str(path), reference_size=60, label_noise=0.3, test_fraction=0.2),
+            data=C.DataConfig(source=source.split("-")[0], path=str(path), reference_size=60, label_noise=0.3,
+                              test_fraction=0.2, order=order),
             model=C.ModelConfig(learner="mlp_small", proxy="mlp_tiny"),
             reference=C.ReferenceConfig(epochs=2, batch_size=32, dir=str(tmp_path / f"ref-{source}")),
             train=C.TrainConfig(steps=12, batch_size=16, eval_every=6, threads=1),
             out=str(tmp_path / f"run-{source}"), progress=False)
         run(cfg)
         rows[source] = [{k: v for k, v in r.items() if not k.startswith("seconds")} for r in read_jsonl(str(tmp_path / f"run-{source}" / "metrics.jsonl"))]
-    assert rows["npy"] == rows["npz"]
+    assert rows["npy"] == rows["npz"] and rows["npy-perm"] == rows["npz-perm"]
+    assert rows["npy"] != rows["npy-perm"]  # a different (equally seeded) order
     assert (tmp_path / "ref-npy" / "losses.json").read_text().count("data_fingerprint") == 1
     fp = [json.loads((tmp_path / f"ref-{s}" / "losses.json").read_text())["data_fingerprint"] for s in ("npz", "npy")]
     assert fp[0] == fp[1]
@@ -221,7 +224,9 @@ def test_data_in_memory_reads_the_same_splits_and_allows_duplicates(tmp_path: Pa
     lazy, eager = build_data(base), build_data(DataConfig(**{**base.__dict__, "in_memory": True}))
     assert lazy.pool.lazy and not eager.pool.lazy and not eager.reference.lazy and not eager.test.lazy
     for a, b in ((lazy.pool, eager.pool), (lazy.reference, eager.reference), (lazy.test, eager.test)):
-        assert torch.equal(a.x[:], b.x) and torch.equal(a.y, b.y) and torch.equal(a.ids, b.ids)
-        assert torch.equal(a.corruption, b.corruption)
-    dup = build_data(DataConfig(**{**base.__dict__, "in_memory": True, "duplicates": 0.1}))
+        assert torch.equal(a.x[:], b.x) and torch.equal(a.y[:], b.y) and torch.equal(a.ids[:], b.ids)
+        assert torch.equal(a.corruption[:], b.corruption)
+    with pytest.raises(ValueError, match="data.order=permutation"):
+        build_data(DataConfig(**{**base.__dict__, "in_memory": True, "duplicates": 0.1}))
+    dup = build_data(DataConfig(**{**base.__dict__, "in_memory": True, "duplicates": 0.1, "order": "permutation"}))
     assert int((dup.pool.corruption != 0).sum()) > 0

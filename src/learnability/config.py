@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    source: str = "fashion_mnist"  # fashion_mnist | digits | npz | folder
+    source: str = "fashion_mnist"  # fashion_mnist | digits | npz | folder | npy
     path: str = ""                 # npz file or image folder; fashion_mnist: folder of idx .gz files
     image_size: int = 32           # folder: images are resized to this square size
     channels: int = 1              # folder: 1 grayscale, 3 RGB
@@ -38,6 +38,7 @@ class DataConfig:
     seed: int = 0                  # split and corruption seed
     in_memory: bool = False        # folder / npy: read every image into memory once (faster steps; memory grows with the pool)
     skip_bad: bool = False         # image-text pairs: skip and count bad rows/samples instead of failing
+    order: str = "auto"            # shuffles (splits, label noise, stream): permutation (randperm arrays) | bijection (O(1) memory) | auto (bijection for folder / npy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,6 +272,15 @@ def load_for_resume(folder: str, filename: str, overrides: list[str], writer: st
         return json.load(f)
 
 
+def data_order(d: DataConfig) -> str:
+    """How the data is shuffled: `data.order`, with auto = bijection for the file-backed sources
+    (folder, npy: nothing per example held, so the pool can outgrow memory), permutation otherwise
+    (the torch.randperm order of earlier versions, so their results are unchanged)."""
+    if d.order != "auto":
+        return d.order
+    return "bijection" if d.source in ("folder", "npy") else "permutation"
+
+
 def validate(cfg: RunConfig) -> None:
     """Check values that no type can: impossible sizes, unknown names. Raises ConfigError."""
     from learnability.data.sources import SOURCES
@@ -309,6 +319,10 @@ def validate(cfg: RunConfig) -> None:
         (d.channels in (1, 3), "data.channels", "must be 1 (grayscale) or 3 (RGB)"),
         (0 < d.test_fraction < 1, "data.test_fraction", "must be in (0, 1)"),
         (d.source in SOURCES, "data.source", f"must be one of {', '.join(SOURCES)}"),
+        (d.order in ("auto", "permutation", "bijection"), "data.order", "must be auto, permutation or bijection"),
+        (not (data_order(d) == "bijection" and (d.duplicates or d.junk)), "data.order",
+         "bijection (the default for folder / npy sources) supports label noise only; data.duplicates and data.junk "
+         "rewrite images: set --data.order=permutation (and --data.in_memory=true for a folder / npy source)"),
         (cfg.checkpoint.every >= 0, "checkpoint.every", "must be >= 0 (0: no checkpoints)"),
         (cfg.checkpoint.keep >= 1, "checkpoint.keep", "must be >= 1"),
     ] + [(0 <= getattr(d, k) < 1, f"data.{k}", "must be in [0, 1)") for k in ("label_noise", "duplicates", "junk")]

@@ -112,7 +112,7 @@ def run(cfg: C.RunConfig, splits: Splits | None = None, resume: bool = False) ->
             reference, ref_losses = pretrained_reference(cfg, splits, device, ledger)
         selector = build_selector(cfg, proxy=proxy, reference=reference, reference_losses=ref_losses,
                                   learner=learner, ledger=ledger, autocast=autocast)
-    stream = IndexStream(len(pool), big_b, t.seed + 5)
+    stream = IndexStream(len(pool), big_b, t.seed + 5, order=C.data_order(cfg.data))
 
     # Everything a resumed run needs to continue bit for bit (the frozen reference is reloaded).
     parts = {"learner": learner, "optimizer": optimizer, "ema": ema, "selector": selector, "ledger": ledger,
@@ -192,7 +192,7 @@ def run(cfg: C.RunConfig, splits: Splits | None = None, resume: bool = False) ->
         "proxy_flops_ratio": (learner_cost.forward / selector.cost("proxy", (pool.x[:2], pool.y[:2])).forward)
         if selector and selector.proxy is not None else None,
         "closed_form_step_flops": per_step, "ledger": ledger.state_dict(),
-        "pool_size": len(pool), "pool_corrupted": float((pool.corruption != CLEAN).float().mean()),
+        "pool_size": len(pool), "pool_corrupted": pool.corrupted_fraction(),
     }
     atomic_write_text(os.path.join(cfg.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
     return summary

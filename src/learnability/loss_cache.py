@@ -8,6 +8,13 @@ Layout in a reference folder:
   per-id embeddings for joint selection, `embeddings`, uses the same layout under its name). It names the two files, their sha256, N, and the fingerprints
   of the pool data and reference weights they were computed from.
 
+Lookups and memory: when the sorted ids are nearly all of one range (at most one hole in 8 ids,
+e.g. a pool of row numbers with the curated set held out), loading derives a `DenseIndex` (the
+range and its holes) from the ids file with plain reads, and a lookup computes each id's position
+from it: it then touches only the values file's pages, never the ids file's. Building such a
+cache holds just the values (4 bytes an id) and a bitmap of the range (1 bit an id), and streams
+the ids file out in order, so neither a run nor its caching pass holds the pool's ids.
+
 Crash safety: the two data files get fresh names (a random token) and are each written to a temp
 file, fsynced and renamed; only then is `losses.json` replaced the same way, and the folder
 fsynced. A crash at any point leaves `losses.json` either absent or naming complete files (the old
@@ -27,13 +34,94 @@ import secrets
 import numpy as np
 import torch
 
-from learnability.io import atomic_save_npy, atomic_write_text, file_sha256, fsync_dir
+from learnability.io import atomic_save_npy, atomic_write, atomic_write_text, file_sha256, fsync_dir
 
 FORMAT = 1
+MAX_HOLES = 8  # a dense index allows one hole (an id of the range not in the cache) per MAX_HOLES ids
 
 
 class CacheMismatchError(ValueError):
     """A saved reference or loss cache does not match the data or weights of this run, or fails its checksum."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseIndex:
+    """The cache's sorted ids as a range `[lo, lo + count + len(holes))` less `holes` (sorted ids
+    of the range it does not hold): id `q` sits at position `q - lo - (holes below q)`."""
+
+    lo: int
+    count: int
+    holes: np.ndarray
+
+    @property
+    def hi(self) -> int:
+        return self.lo + self.count + len(self.holes) - 1
+
+    def positions(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions `[n]` of the ids `q` and whether each is held (positions of ids not held are
+        clipped into range, to be masked)."""
+        j = np.searchsorted(self.holes, q)
+        held = (q >= self.lo) & (q <= self.hi)
+        if len(self.holes):
+            held &= self.holes[j.clip(max=len(self.holes) - 1)] != q
+        return (q - self.lo - j).clip(0, max(self.count - 1, 0)), held
+
+    def sorted_ids(self, chunk: int = 1 << 16):
+        """The held ids in ascending order, `[<=chunk]` int64 at a time."""
+        for start in range(self.lo, self.hi + 1, chunk):
+            block = np.arange(start, min(start + chunk, self.hi + 1), dtype=np.int64)
+            h = self.holes[np.searchsorted(self.holes, block[0]):np.searchsorted(self.holes, block[-1], side="right")]
+            yield np.setdiff1d(block, h, assume_unique=True) if len(h) else block
+
+    @classmethod
+    def of_sorted(cls, chunks, count: int) -> "DenseIndex | None":
+        """From ascending id chunks (the ids file); None when ids repeat or holes are too many."""
+        lo = prev = None
+        holes: list[np.ndarray] = []
+        n_holes = 0
+        for c in chunks:
+            if not len(c):
+                continue
+            c = np.asarray(c, dtype=np.int64)
+            if prev is None:
+                lo, steps = int(c[0]), np.diff(c)
+                joined = c
+            else:
+                joined = np.concatenate(([prev], c))
+                steps = np.diff(joined)
+            if len(steps) and int(steps.min()) < 1:
+                return None
+            for g in np.flatnonzero(steps > 1):
+                n_holes += int(steps[g]) - 1
+                if n_holes * MAX_HOLES > count:
+                    return None
+                holes.append(np.arange(joined[g] + 1, joined[g + 1], dtype=np.int64))
+            prev = int(c[-1])
+        if lo is None:
+            return None
+        return cls(lo, count, np.concatenate(holes) if holes else np.empty(0, dtype=np.int64))
+
+    @classmethod
+    def of_unsorted(cls, chunks) -> "DenseIndex | None":
+        """From id chunks in any order (`chunks()` is called twice); None when ids repeat or the
+        range has too many holes. Holds a bitmap of the range (1 bit an id), not the ids."""
+        lo, hi, count = None, None, 0
+        for c in chunks():
+            if len(c):
+                lo = int(c.min()) if lo is None else min(lo, int(c.min()))
+                hi = int(c.max()) if hi is None else max(hi, int(c.max()))
+                count += len(c)
+        if lo is None or (hi - lo + 1 - count) * MAX_HOLES > count:
+            return None
+        seen = np.zeros((hi - lo + 1 + 7) // 8, dtype=np.uint8)
+        for c in chunks():
+            off = np.asarray(c, dtype=np.int64) - lo
+            byte, bit = off >> 3, (1 << (off & 7)).astype(np.uint8)
+            if bool((seen[byte] & bit).any()) or len(np.unique(off)) != len(off):
+                return None  # a repeated id
+            np.bitwise_or.at(seen, byte, bit)
+        bits = np.unpackbits(seen, bitorder="little")[:hi - lo + 1]
+        return cls(lo, count, lo + np.flatnonzero(bits == 0).astype(np.int64))
 
 
 @dataclasses.dataclass
@@ -44,6 +132,7 @@ class ReferenceLosses:
 
     ids: np.ndarray
     losses: np.ndarray
+    index: DenseIndex | None = None  # when set, lookups compute positions instead of searching `ids`
 
     @classmethod
     def from_unsorted(cls, ids: torch.Tensor | np.ndarray, losses: torch.Tensor | np.ndarray) -> "ReferenceLosses":
@@ -64,8 +153,11 @@ class ReferenceLosses:
         q = _int64(ids)
         if not len(self.ids):
             raise KeyError(f"{len(q)} example id(s) are not in the reference-loss cache (it is empty)")
-        pos = np.searchsorted(self.ids, q).clip(max=len(self.ids) - 1)
-        found = self.ids[pos] == q
+        if self.index is not None:
+            pos, found = self.index.positions(q)
+        else:
+            pos = np.searchsorted(self.ids, q).clip(max=len(self.ids) - 1)
+            found = self.ids[pos] == q
         if not bool(found.all()):
             raise KeyError(f"{int((~found).sum())} example id(s) are not in the reference-loss cache, "
                            f"e.g. {int(q[~found][0])}")
@@ -79,18 +171,26 @@ def _int64(ids: torch.Tensor | np.ndarray) -> np.ndarray:
     return a.astype(np.int64, copy=False)
 
 
-def write_cache(ref_dir: str, ids: np.ndarray, losses: np.ndarray, *, data_fingerprint: str,
+def write_cache(ref_dir: str, ids: np.ndarray | DenseIndex, losses: np.ndarray, *, data_fingerprint: str,
                 weights_fingerprint: str, seconds: float, name: str = "losses") -> None:
     """Save losses `[N]` (or rows `[N, K]`) of ids `[N]` (any order) as the cache `name` in
     `ref_dir`, atomically (see the module docstring), replacing any cache of that name there only
-    once the new one is complete."""
-    cache = ReferenceLosses.from_unsorted(ids, losses)
+    once the new one is complete. `ids` may be a `DenseIndex` with `losses` already in its sorted
+    order: the ids file is then streamed from it, never held."""
     os.makedirs(ref_dir, exist_ok=True)
     token = secrets.token_hex(6)
     names = {"ids": f"{name}-{token}.ids.npy", "losses": f"{name}-{token}.values.npy"}
-    atomic_save_npy(os.path.join(ref_dir, names["ids"]), np.ascontiguousarray(cache.ids, dtype=np.int64))
-    atomic_save_npy(os.path.join(ref_dir, names["losses"]), np.ascontiguousarray(cache.losses, dtype=np.float32))
-    record = {"format": FORMAT, "count": len(cache), "files": names,
+    if isinstance(ids, DenseIndex):
+        if len(losses) != ids.count:
+            raise ValueError(f"{len(losses)} losses for a dense index of {ids.count} ids")
+        atomic_write(os.path.join(ref_dir, names["ids"]), lambda f: _write_npy_chunks(f, ids.sorted_ids(), ids.count))
+        count = ids.count
+    else:
+        cache = ReferenceLosses.from_unsorted(ids, losses)
+        losses, count = cache.losses, len(cache)
+        atomic_save_npy(os.path.join(ref_dir, names["ids"]), np.ascontiguousarray(cache.ids, dtype=np.int64))
+    atomic_save_npy(os.path.join(ref_dir, names["losses"]), np.ascontiguousarray(losses, dtype=np.float32))
+    record = {"format": FORMAT, "count": count, "files": names,
               "sha256": {k: file_sha256(os.path.join(ref_dir, v)) for k, v in names.items()},
               "data_fingerprint": data_fingerprint, "weights_fingerprint": weights_fingerprint, "seconds": seconds}
     fsync_dir(ref_dir)
@@ -143,4 +243,26 @@ def read_cache(ref_dir: str, *, data_fingerprint: str, weights_fingerprint: str,
             raise CacheMismatchError(f"the reference-loss cache file {fp} holds {a.dtype} {a.shape}, "
                                      f"expected {np.dtype(dtype)} ({count}, ...); {fix}")
         arrays[key] = a
-    return ReferenceLosses(arrays["ids"], arrays["losses"]), float(record.get("seconds", 0.0))
+    index = DenseIndex.of_sorted(_read_chunks(os.path.join(ref_dir, str(files["ids"]))), count)
+    return ReferenceLosses(arrays["ids"], arrays["losses"], index), float(record.get("seconds", 0.0))
+
+
+def _write_npy_chunks(f, chunks, count: int) -> None:
+    """A `[count]` int64 `.npy` written chunk by chunk (never held whole)."""
+    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)),
+                                              "fortran_order": False, "shape": (count,)})
+    written = 0
+    for c in chunks:
+        f.write(np.ascontiguousarray(c, dtype=np.int64).tobytes())
+        written += len(c)
+    if written != count:
+        raise ValueError(f"wrote {written} ids where the header says {count}")
+
+
+def _read_chunks(path: str, chunk: int = 1 << 16):
+    """An int64 `.npy`'s values in order with plain reads (the page cache, not this process, holds them)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+        while len(block := np.fromfile(f, dtype=np.int64, count=chunk)):
+            yield block

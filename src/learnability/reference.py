@@ -25,7 +25,7 @@ from learnability import faults
 from learnability.data.imageset import ImageSet
 from learnability.flops import ModelCost
 from learnability.io import atomic_torch_save, atomic_write_text
-from learnability.loss_cache import CacheMismatchError, ReferenceLosses, read_cache, write_cache
+from learnability.loss_cache import CacheMismatchError, DenseIndex, ReferenceLosses, read_cache, write_cache
 from learnability.batch import Batch, apply
 from learnability.losses import PerExampleLoss, classification_loss, cross_entropy, score_losses, score_rows
 
@@ -164,17 +164,20 @@ def load_or_build_cache(model: nn.Module, ref_dir: str, batch: Batch, ids: torch
         return found
     t0 = time.perf_counter()
     n, losses = len(ids), None
+    id_chunks = lambda: (np.asarray(torch.as_tensor(ids[i:i + chunk])) for i in range(0, n, chunk))  # noqa: E731
+    index = DenseIndex.of_unsorted(id_chunks)  # ids nearly a range: losses go straight to their sorted place
     for i in range(0, n, chunk):
         part = apply(_rows(batch, i, i + chunk), lambda t: t.to(device))
         out = (score_losses(model, part, loss_fn, chunk=chunk) if per_example else score_rows(model, part, loss_fn, chunk=chunk))
         if losses is None:
             losses = np.empty((n, *out.shape[1:]), dtype=np.float32)
-        losses[i:i + chunk] = out.cpu().numpy()
+        where = index.positions(np.asarray(torch.as_tensor(ids[i:i + chunk])))[0] if index else slice(i, i + chunk)
+        losses[where] = out.cpu().numpy()
     seconds = time.perf_counter() - t0
     if not np.isfinite(losses).all():
         raise FloatingPointError("the reference gives non-finite losses on the pool; retrain it with a lower reference.lr")
-    write_cache(ref_dir, ids.cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids), losses,
-                data_fingerprint=data_fp, weights_fingerprint=weights_fp, seconds=seconds, name=name)
+    all_ids = index if index is not None else np.concatenate(list(id_chunks())) if n else np.empty(0, dtype=np.int64)
+    write_cache(ref_dir, all_ids, losses, data_fingerprint=data_fp, weights_fingerprint=weights_fp, seconds=seconds, name=name)
     del losses  # the run reads the memory-mapped files from here on
     found = read_cache(ref_dir, data_fingerprint=data_fp, weights_fingerprint=weights_fp, name=name)
     if found is None:

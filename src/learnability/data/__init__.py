@@ -2,6 +2,8 @@
 
 from learnability.data.corrupt import CLEAN, DUPLICATE, JUNK, LABEL_NOISE, corrupt
 from learnability.data.imageset import ImageSet
+from learnability.data.bijection import Bijection, PermutedRange
+from learnability.data.columns import LazyColumn, NpyColumn
 from learnability.data.lazy import FileImages, LazyImages, NpyImages
 from learnability.data.sources import load_source
 from learnability.data.splits import Splits, make_splits
@@ -9,7 +11,7 @@ from learnability.data.build import build_data
 from learnability.data.stream import IndexStream
 
 __all__ = [
-    "CLEAN", "build_data", "DUPLICATE", "FileImages", "JUNK", "LABEL_NOISE", "ImageSet", "IndexStream", "LazyImages",
+    "Bijection", "CLEAN", "build_data", "LazyColumn", "NpyColumn", "PermutedRange", "DUPLICATE", "FileImages", "JUNK", "LABEL_NOISE", "ImageSet", "IndexStream", "LazyImages",
     "NpyImages", "Splits",
     "corrupt", "load_source", "make_splits",
 ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from learnability.config import DataConfig
+from learnability.config import DataConfig, data_order
+from learnability.data.columns import LazyColumn
 from learnability.data.corrupt import corrupt
 from learnability.data.imageset import ImageSet
 from learnability.data.sources import load_source
@@ -10,26 +11,31 @@ from learnability.data.splits import Splits, make_splits
 
 
 def build_data(cfg: DataConfig) -> Splits:
-    """Load the source, split it, and corrupt the pool only (reference and test stay clean)."""
+    """Load the source, split it, and corrupt the pool only (reference and test stay clean), all
+    shuffled by `data_order(cfg)`."""
+    order = data_order(cfg)
     train, test = load_source(cfg.source, path=cfg.path, image_size=cfg.image_size, channels=cfg.channels,
-                              test_fraction=cfg.test_fraction, num_classes=cfg.num_classes, seed=cfg.seed)
+                              test_fraction=cfg.test_fraction, num_classes=cfg.num_classes, seed=cfg.seed, order=order)
     reference_size = cfg.reference_size
     if cfg.source != "fashion_mnist" and reference_size >= len(train):
         raise ValueError(f"data.reference_size={reference_size} leaves no pool of the {len(train)} training "
                          f"examples of {cfg.source}; lower it")
-    splits = make_splits(train, test, reference_size=reference_size, pool_size=cfg.pool_size, seed=cfg.seed)
+    splits = make_splits(train, test, reference_size=reference_size, pool_size=cfg.pool_size, seed=cfg.seed, order=order)
     del train  # its per-id arrays are copied into the splits; a big pool should not hold them twice
     if cfg.test_size:
         splits.test = splits.test.subset(slice(0, cfg.test_size))
     if cfg.in_memory:  # read every image once: faster steps, memory grows with the pool
         splits = Splits(*(in_memory(s) for s in (splits.pool, splits.reference, splits.test)))
     splits.pool = corrupt(splits.pool, label_noise=cfg.label_noise, duplicates=cfg.duplicates, junk=cfg.junk,
-                          seed=cfg.seed + 1)
+                          seed=cfg.seed + 1, order=order)
     return splits
 
 
 def in_memory(data: ImageSet) -> ImageSet:
-    """`data` with its images read into a tensor (itself when they already are)."""
-    if not data.lazy:
+    """`data` with its images and columns read into tensors (itself when they already are)."""
+    if not data.lazy and not isinstance(data.y, LazyColumn):
         return data
-    return ImageSet(data.x[:], data.y, data.ids, data.num_classes, data.corruption, data.true_y)
+    x = data.x[:] if data.lazy else data.x
+    y, ids, corruption, true_y = (c.materialise() if isinstance(c, LazyColumn) else c
+                                  for c in (data.y, data.ids, data.corruption, data.true_y))
+    return ImageSet(x, y, ids, data.num_classes, corruption, true_y)

@@ -18,7 +18,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-Index = torch.Tensor | np.ndarray | slice | int
+from learnability.data.columns import Index, Range, compose, lookup
 
 
 class ImageStore(Protocol):
@@ -31,11 +31,6 @@ class ImageStore(Protocol):
     def read(self, rows: np.ndarray) -> np.ndarray:
         """uint8 `[len(rows), C, H, W]`."""
         ...
-
-
-def compact_rows(rows: np.ndarray, n: int) -> np.ndarray:
-    """Row numbers in the smallest of int32/int64 that holds `n` rows (4 bytes a row below 2**31)."""
-    return rows.astype(np.int32 if n < 2 ** 31 else np.int64, copy=False)
 
 
 class NpyImages:
@@ -121,13 +116,14 @@ class FileImages:
 
 
 class LazyImages:
-    """`[N, C, H, W]` float32 images in [-1, 1] read from `store` at `rows` (all rows when None)
-    on each index. Behaves like the image tensor of an `ImageSet` for `len`, `.shape`, `.dim()`,
-    indexing and `.to(device)` (batches come back on that device)."""
+    """`[N, C, H, W]` float32 images in [-1, 1] read from `store` at `rows` (a row map of
+    `data.columns`: all rows when None) on each index. Behaves like the image tensor of an
+    `ImageSet` for `len`, `.shape`, `.dim()`, indexing and `.to(device)` (batches come back on that
+    device)."""
 
-    def __init__(self, store: ImageStore, rows: np.ndarray | None = None, device: torch.device | str = "cpu"):
+    def __init__(self, store: ImageStore, rows=None, device: torch.device | str = "cpu"):
         self.store = store
-        self.rows = compact_rows(np.arange(len(store)) if rows is None else np.asarray(rows), len(store))
+        self.rows = Range(0, len(store)) if rows is None else rows
         self.device = torch.device(device)
 
     def __len__(self) -> int:
@@ -144,19 +140,12 @@ class LazyImages:
     def dim(self) -> int:
         return 4
 
-    def _positions(self, index: Index) -> np.ndarray:
-        if isinstance(index, torch.Tensor):
-            index = index.cpu().numpy()
-        if isinstance(index, np.ndarray) and index.dtype == np.bool_:
-            index = np.flatnonzero(index)
-        return self.rows[index]
-
     def take(self, index: Index) -> "LazyImages":
         """The images at positions `index`, still lazy (nothing is read)."""
-        return LazyImages(self.store, np.atleast_1d(self._positions(index)), self.device)
+        return LazyImages(self.store, compose(self.rows, index), self.device)
 
     def __getitem__(self, index: Index) -> torch.Tensor:
-        rows = self._positions(index)
+        rows = lookup(self.rows, index)
         single = np.ndim(rows) == 0
         x = torch.from_numpy(np.ascontiguousarray(self.store.read(np.atleast_1d(rows)))).float().div_(127.5).sub_(1.0)
         x = x.to(self.device)

@@ -9,7 +9,9 @@
 - `npy`: a folder holding `x.npy` (uint8 images `[N, H, W]`, `[N, C, H, W]` or `[N, H, W, C]`) and
   `y.npy` (integer labels), optionally `x_test.npy` and `y_test.npy`; images are read from the file
   when a batch needs them, for pools larger than memory.
-Sources without a test split hold out `test_fraction` of their examples (seeded).
+Sources without a test split hold out `test_fraction` of their examples (seeded). With
+`order="bijection"` that hold-out is a range of a seeded bijection (`data.bijection`: O(1) memory)
+instead of a permutation array, and the `npy` source's labels and ids stay on disk (`LazyColumn`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from learnability.data.bijection import Bijection, PermutedRange, keyed
+from learnability.data.columns import LazyColumn, NpyColumn, RowNumbers
 from learnability.data.imageset import ImageSet
 from learnability.data.lazy import FileImages, LazyImages, NpyImages
 
@@ -32,11 +36,16 @@ FASHION_MNIST_FILES = {
 }
 IMAGE_EXTS = {".png", ".jpg", ".jpeg"}
 SOURCES = ("fashion_mnist", "digits", "npz", "folder", "npy")
+LAZY_SOURCES = ("folder", "npy")  # images read per batch (unless data.in_memory)
+ORDERS = ("permutation", "bijection")
 
 
 def load_source(source: str, *, path: str = "", image_size: int = 0, channels: int = 0,
-                test_fraction: float = 0.2, num_classes: int = 0, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+                test_fraction: float = 0.2, num_classes: int = 0, seed: int = 0,
+                order: str = "permutation") -> tuple[ImageSet, ImageSet]:
     """Load `source` and return `(train, test)`. See the module docstring for the sources."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown data.order {order!r}; choose one of {', '.join(ORDERS)}")
     if source == "fashion_mnist":
         return _fashion_mnist(path or FASHION_MNIST_DIR)
     if source == "digits":
@@ -44,31 +53,39 @@ def load_source(source: str, *, path: str = "", image_size: int = 0, channels: i
 
         d = load_digits()
         x = (d.images * (255.0 / 16.0)).round().astype(np.uint8)[:, None]
-        return _split_off_test(x, d.target.astype(np.int64), 10, test_fraction, seed)
+        return _split_off_test(x, d.target.astype(np.int64), 10, test_fraction, seed, order)
     if source == "npz":
-        return _npz(path, num_classes, test_fraction, seed)
+        return _npz(path, num_classes, test_fraction, seed, order)
     if source == "folder":
-        return _folder(path, image_size or 32, channels or 1, test_fraction, seed)
+        return _folder(path, image_size or 32, channels or 1, test_fraction, seed, order)
     if source == "npy":
-        return _npy(path, num_classes, test_fraction, seed)
+        return _npy(path, num_classes, test_fraction, seed, order)
     raise ValueError(f"unknown data.source {source!r}; choose one of {', '.join(SOURCES)}")
 
 
-def _to_imageset(x_uint8: np.ndarray | LazyImages, y: np.ndarray, num_classes: int, ids: np.ndarray) -> ImageSet:
+def _to_imageset(x_uint8: np.ndarray | LazyImages, y: np.ndarray | LazyColumn, num_classes: int,
+                 ids: np.ndarray | LazyColumn) -> ImageSet:
     x = x_uint8 if isinstance(x_uint8, LazyImages) else torch.tensor(x_uint8, dtype=torch.float32).div_(127.5).sub_(1.0)
-    return ImageSet(x, torch.from_numpy(y.astype(np.int64, copy=False)), torch.from_numpy(ids.astype(np.int64, copy=False)),
-                    num_classes)
+    y, ids = (c if isinstance(c, LazyColumn) else torch.from_numpy(c.astype(np.int64, copy=False)) for c in (y, ids))
+    return ImageSet(x, y, ids, num_classes)
 
 
-def _split_off_test(x: np.ndarray | LazyImages, y: np.ndarray, k: int, test_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+def _split_off_test(x: np.ndarray | LazyImages, y: np.ndarray | LazyColumn, k: int, test_fraction: float, seed: int,
+                    order: str = "permutation") -> tuple[ImageSet, ImageSet]:
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"data.test_fraction must be in (0, 1); got {test_fraction}")
     n = len(y)
-    order = np.random.default_rng(seed).permutation(n)
     n_test = max(1, round(test_fraction * n))
-    te, tr = np.sort(order[:n_test]), np.sort(order[n_test:])
+    if order == "bijection":  # two ranges of one seeded bijection: nothing per example is held
+        ids = LazyColumn(RowNumbers(n)) if isinstance(y, LazyColumn) else np.arange(n)
+        full = _to_imageset(x, y, k, ids)
+        shuffled = PermutedRange(Bijection(n, keyed(seed, "test split")))
+        return full.subset(shuffled[n_test:]), full.subset(shuffled[:n_test])
+    perm = np.random.default_rng(seed).permutation(n)
+    te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
     pick = x.take if isinstance(x, LazyImages) else x.__getitem__
-    return _to_imageset(pick(tr), y[tr], k, tr), _to_imageset(pick(te), y[te], k, te)
+    cols = y.take if isinstance(y, LazyColumn) else y.__getitem__
+    return _to_imageset(pick(tr), cols(tr), k, tr), _to_imageset(pick(te), cols(te), k, te)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -125,7 +142,7 @@ def _images_nchw(x: np.ndarray, where: str) -> np.ndarray:
     return (x * 255).round().astype(np.uint8)
 
 
-def _npz(path: str, num_classes: int, test_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+def _npz(path: str, num_classes: int, test_fraction: float, seed: int, order: str) -> tuple[ImageSet, ImageSet]:
     if not path or not os.path.isfile(path):
         raise FileNotFoundError(f"data.source=npz needs --data.path pointing at an .npz file; {path!r} does not exist")
     with np.load(path, allow_pickle=False) as f:
@@ -149,10 +166,10 @@ def _npz(path: str, num_classes: int, test_fraction: float, seed: int) -> tuple[
             raise ValueError(f"{path}: x_test images are {xt.shape[1:]} but x images are {x.shape[1:]}")
         return (_to_imageset(x, y.astype(np.int64), k, np.arange(len(y))),
                 _to_imageset(xt, yt.astype(np.int64), k, np.arange(len(yt))))
-    return _split_off_test(x, y.astype(np.int64), k, test_fraction, seed)
+    return _split_off_test(x, y.astype(np.int64), k, test_fraction, seed, order)
 
 
-def _folder(path: str, size: int, channels: int, test_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+def _folder(path: str, size: int, channels: int, test_fraction: float, seed: int, order: str) -> tuple[ImageSet, ImageSet]:
     from PIL import Image, UnidentifiedImageError
 
     root = Path(path)
@@ -174,25 +191,38 @@ def _folder(path: str, size: int, channels: int, test_fraction: float, seed: int
             raise ValueError(f"cannot read image {f}: {e}; remove or replace it") from e
     xs = LazyImages(FileImages([str(f) for f, _ in files], size=size, channels=channels))
     y = np.array([i for _, i in files], dtype=np.int64)
-    return _split_off_test(xs, y, len(classes), test_fraction, seed)
+    return _split_off_test(xs, y, len(classes), test_fraction, seed, order)
 
 
-def _npy(path: str, num_classes: int, test_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+def _label_column(path: Path, num_classes: int) -> tuple[LazyColumn, int]:
+    """The labels in `path` as a column read from the file, checked a chunk at a time (the same
+    rules as in-memory labels: 1-D, integers or integral floats, >= 0, < num_classes)."""
+    store = NpyColumn(str(path))
+    if store.ndim != 1:
+        raise ValueError(f"{path}: labels must be a 1-D array")
+    k = 0
+    for part in store.scan():
+        k = max(k, _check_labels(part, num_classes, str(path)))
+    return LazyColumn(store), num_classes or k
+
+
+def _npy(path: str, num_classes: int, test_fraction: float, seed: int, order: str) -> tuple[ImageSet, ImageSet]:
     root = Path(path)
     if not path or not (root / "x.npy").is_file() or not (root / "y.npy").is_file():
         raise FileNotFoundError(f"data.source=npy needs --data.path pointing at a folder holding x.npy (uint8 images) "
                                 f"and y.npy (labels); {path!r} does not have both")
-    x, y = LazyImages(NpyImages(str(root / "x.npy"))), np.load(root / "y.npy", allow_pickle=False)
+    x, (y, k) = LazyImages(NpyImages(str(root / "x.npy"))), _label_column(root / "y.npy", num_classes)
     if len(x) != len(y):
         raise ValueError(f"{root}: x.npy has {len(x)} images but y.npy has {len(y)} labels")
-    k = _check_labels(y, num_classes, f"{root / 'y.npy'}")
     if (root / "x_test.npy").is_file() or (root / "y_test.npy").is_file():
-        xt, yt = LazyImages(NpyImages(str(root / "x_test.npy"))), np.load(root / "y_test.npy", allow_pickle=False)
+        if not (root / "y_test.npy").is_file():
+            raise FileNotFoundError(f"{root}: x_test.npy has no y_test.npy beside it; a test split needs both")
+        xt, (yt, kt) = LazyImages(NpyImages(str(root / "x_test.npy"))), _label_column(root / "y_test.npy", num_classes)
         if len(xt) != len(yt):
             raise ValueError(f"{root}: x_test.npy has {len(xt)} images but y_test.npy has {len(yt)} labels")
         if xt.shape[1:] != x.shape[1:]:
             raise ValueError(f"{root}: x_test.npy images are {tuple(xt.shape[1:])} but x.npy images are {tuple(x.shape[1:])}")
-        k = max(k, _check_labels(yt, num_classes, f"{root / 'y_test.npy'}"))
-        return (_to_imageset(x, y.astype(np.int64, copy=False), k, np.arange(len(y))),
-                _to_imageset(xt, yt.astype(np.int64, copy=False), k, np.arange(len(yt))))
-    return _split_off_test(x, y.astype(np.int64, copy=False), k, test_fraction, seed)
+        k = max(k, kt)
+        return (_to_imageset(x, y, k, LazyColumn(RowNumbers(len(y)))),
+                _to_imageset(xt, yt, k, LazyColumn(RowNumbers(len(yt)))))
+    return _split_off_test(x, y, k, test_fraction, seed, order)

@@ -6,6 +6,7 @@ import dataclasses
 
 import torch
 
+from learnability.data.bijection import Bijection, PermutedRange, keyed
 from learnability.data.imageset import ImageSet
 
 
@@ -16,9 +17,12 @@ class Splits:
     test: ImageSet
 
 
-def make_splits(train: ImageSet, test: ImageSet, *, reference_size: int, pool_size: int = 0, seed: int = 0) -> Splits:
+def make_splits(train: ImageSet, test: ImageSet, *, reference_size: int, pool_size: int = 0, seed: int = 0,
+                order: str = "permutation") -> Splits:
     """Hold out `reference_size` examples of `train` as the curated set and take the pool from the
-    rest (`pool_size` of them, 0 for all). The split is seeded; ids are kept."""
+    rest (`pool_size` of them, 0 for all). The split is seeded; ids are kept. `order="bijection"`
+    takes both as ranges of a seeded bijection (no per-example arrays: a lazy pool stays O(1))
+    instead of slices of `torch.randperm`."""
     n = len(train)
     if reference_size < 0 or pool_size < 0:
         raise ValueError("data.reference_size and data.pool_size must not be negative")
@@ -29,6 +33,10 @@ def make_splits(train: ImageSet, test: ImageSet, *, reference_size: int, pool_si
             f"{n} training examples available; lower one of them")
     if test.shape != train.shape:
         raise ValueError(f"test images are {test.shape} but training images are {train.shape}")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return Splits(pool=train.subset(order[reference_size:reference_size + pool_n]),
-                  reference=train.subset(order[:reference_size]), test=test)
+    if order == "bijection":
+        shuffled = PermutedRange(Bijection(n, keyed(seed, "reference split")))
+        return Splits(pool=train.subset(shuffled[reference_size:reference_size + pool_n]),
+                      reference=train.subset(shuffled[:reference_size]), test=test)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return Splits(pool=train.subset(perm[reference_size:reference_size + pool_n]),
+                  reference=train.subset(perm[:reference_size]), test=test)

@@ -2,48 +2,73 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from learnability.data.bijection import Bijection, keyed
 
 
 class IndexStream:
     """Yields `[batch]` int64 positions into a pool of `n` examples, without replacement within an
     epoch; a batch that crosses an epoch boundary takes the rest of one epoch and the start of the
-    next. Holds its own generator; `state_dict()` captures the exact position. The epoch's
-    permutation is kept as int32 below 2**31 examples (4 bytes an example, not 8): `randperm`
-    draws the same values for either dtype, so the stream is exactly what an int64 one gives."""
+    next. `state_dict()` captures the exact position.
 
-    def __init__(self, n: int, batch: int, seed: int):
+    `order="permutation"`: each epoch is a `torch.randperm` from the stream's own generator, kept
+    as int32 below 2**31 examples (4 bytes an example; `randperm` draws the same values for either
+    dtype, so the stream is exactly what an int64 one gives).
+    `order="bijection"`: epoch `e` is the seeded bijection `Bijection(n, key(seed, e))`, computed
+    for the positions each batch needs: O(1) memory whatever the pool's size (`data.order`)."""
+
+    def __init__(self, n: int, batch: int, seed: int, order: str = "permutation"):
         if n < 1:
             raise ValueError("the pool is empty")
         if batch < 1:
             raise ValueError(f"batch size must be positive; got {batch}")
-        self.n, self.batch = n, batch
-        self.generator = torch.Generator().manual_seed(seed)
+        if order not in ("permutation", "bijection"):
+            raise ValueError(f"unknown stream order {order!r}; choose permutation or bijection")
+        self.n, self.batch, self.seed, self.order = n, batch, seed, order
         self.epoch, self.pos, self.drawn = 0, 0, 0
+        self.generator = torch.Generator().manual_seed(seed)
         self.dtype = torch.int32 if n < 2 ** 31 else torch.int64
-        self.perm = self._shuffle()
+        self.perm = self._shuffle() if order == "permutation" else None
+        self._bij: Bijection | None = None
 
     def _shuffle(self) -> torch.Tensor:
         return torch.randperm(self.n, generator=self.generator, dtype=self.dtype)
+
+    def _epoch_part(self, start: int, stop: int) -> torch.Tensor:
+        if self.perm is not None:
+            return self.perm[start:stop]
+        if self._bij is None or self._bij.seed != keyed(self.seed, f"epoch {self.epoch}"):
+            self._bij = Bijection(self.n, keyed(self.seed, f"epoch {self.epoch}"))
+        return torch.from_numpy(self._bij(np.arange(start, stop, dtype=np.int64)))
 
     def next(self) -> torch.Tensor:
         parts, need = [], self.batch
         while need:
             take = min(need, self.n - self.pos)
-            parts.append(self.perm[self.pos:self.pos + take])
+            parts.append(self._epoch_part(self.pos, self.pos + take))
             self.pos += take
             need -= take
             if self.pos == self.n:
                 self.epoch, self.pos = self.epoch + 1, 0
-                self.perm = self._shuffle()
+                if self.perm is not None:
+                    self.perm = self._shuffle()
         self.drawn += self.batch
         return torch.cat(parts).long()
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos, "drawn": self.drawn, "perm": self.perm.clone(),
-                "generator": self.generator.get_state()}
+        state = {"epoch": self.epoch, "pos": self.pos, "drawn": self.drawn, "order": self.order}
+        if self.perm is not None:
+            state.update(perm=self.perm.clone(), generator=self.generator.get_state())
+        return state
 
     def load_state_dict(self, state: dict) -> None:
+        order = state.get("order", "permutation")  # checkpoints from before data.order are permutation streams
+        if order != self.order:
+            raise ValueError(f"the checkpoint's data stream is a {order} stream but this run's is {self.order}; "
+                             f"resume with the data.order it was written with")
         self.epoch, self.pos, self.drawn = state["epoch"], state["pos"], state["drawn"]
-        self.perm = state["perm"].to(self.dtype, copy=True)  # a saved int64 permutation loads too
-        self.generator.set_state(state["generator"])
+        if self.perm is not None:
+            self.perm = state["perm"].to(self.dtype, copy=True)  # a saved int64 permutation loads too
+            self.generator.set_state(state["generator"])

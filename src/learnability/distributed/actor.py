@@ -45,6 +45,7 @@ class ActorSpec:
     num_classes: int
     stream_seed: int           # shard 0 uses the loop's seed (train.seed + 5)
     selector_seed: int         # shard 0 uses the loop's seed (train.seed + 4)
+    order: str = "permutation"  # the data stream's shuffle (data.order)
     threads: int = 1           # torch CPU threads (the actor's Ray CPUs, at least 1)
     device: str = "cpu"
 
@@ -63,7 +64,8 @@ class ScoringActor:
     Args:
         spec: see `ActorSpec`.
         x, y, ids: the pool, `[N, C, H, W]` float32, `[N]` int64, `[N]` int64 (numpy; Ray shares
-            them read-only between actors on one node).
+            them read-only between actors on one node), or `LazyImages` / `LazyColumn`s that every
+            actor reads from the pool's files.
         reference_losses: `(ids [M], losses [M])` of the per-id cache, or None.
         reference_state: the frozen reference's weights when losses are not cached, or None.
     """
@@ -93,7 +95,7 @@ class ScoringActor:
         self._reset(0, None)
 
     def _reset(self, seq: int, generator: torch.Tensor | None) -> None:
-        self.stream = IndexStream(len(self.positions), self.spec.super_batch, self.spec.stream_seed)
+        self.stream = IndexStream(len(self.positions), self.spec.super_batch, self.spec.stream_seed, order=self.spec.order)
         for _ in range(seq):  # replay the stream's draws: cheap (a permutation per epoch)
             self.stream.next()
         if generator is not None:
@@ -134,7 +136,7 @@ class ScoringActor:
         t0 = time.perf_counter()
         pos = torch.from_numpy(self.positions[self.stream.next().numpy()])
         x = self.x[pos] if isinstance(self.x, LazyImages) else torch.from_numpy(self.x[pos.numpy()])
-        y, ids = torch.from_numpy(self.y[pos.numpy()]), torch.from_numpy(self.ids[pos.numpy()])
+        y, ids = (torch.as_tensor(c[pos.numpy()]) for c in (self.y, self.ids))  # numpy arrays or lazy columns
         t_data = time.perf_counter() - t0
         sel = self.selector.select_index((x.to(self.device), y.to(self.device)), ids)
         keep = sel.index.cpu()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from learnability import config as C
-from learnability.data import CLEAN, Splits, build_data
+from learnability.data import LazyColumn, LazyImages, Splits, build_data
 from learnability.distributed import cluster
 from learnability.distributed.actor import ActorSpec, ScoringActor
 from learnability.flops import WALL_CATEGORIES, Ledger, step_flops
@@ -41,6 +41,7 @@ def actor_specs(cfg: C.RunConfig, in_shape: tuple[int, ...], num_classes: int, b
     return [ActorSpec(shard=i, shards=q.actors, score=s.score, sampler=s.sampler, temperature=s.temperature,
                       batch_size=t.batch_size, super_batch=big_b, proxy=cfg.model.proxy, in_shape=tuple(in_shape),
                       num_classes=num_classes, stream_seed=t.seed + 5 + 1000 * i, selector_seed=t.seed + 4 + 1000 * i,
+                      order=C.data_order(cfg.data),
                       threads=max(1, round(q.cpus_per_actor)), device="cuda" if q.gpus_per_actor > 0 else "cpu")
             for i in range(q.actors)]
 
@@ -100,7 +101,7 @@ def _setup_and_train(cfg: C.RunConfig, splits: Splits | None, device: torch.devi
 
     # Actors: the pool goes to the object store once (shared read-only on a node; images of a lazy
     # pool stay in their files, which every actor reads), then one actor per shard.
-    pool_refs = [ray.put(pool.x if pool.lazy else pool.x.numpy()), ray.put(pool.y.numpy()), ray.put(pool.ids.numpy())]
+    pool_refs = [ray.put(c if isinstance(c, (LazyImages, LazyColumn)) else c.numpy()) for c in (pool.x, pool.y, pool.ids)]
     cache = (np.asarray(ref_losses.ids), np.asarray(ref_losses.losses)) if ref_losses is not None else None
     ref_state = _cpu_state(reference) if reference is not None and cache is None else None
     actors += cluster.spawn(q, ScoringActor, [(spec, *pool_refs, cache, ref_state) for spec in actor_specs(cfg, shape, k, big_b)])
@@ -207,7 +208,7 @@ def _train(cfg, splits, queue, learner, optimizer, ema, ema_flops, learner_cost,
         "proxy_flops_ratio": (learner_cost.forward / selector.cost("proxy", example).forward)
         if selector.proxy is not None else None,
         "closed_form_step_flops": per_step, "ledger": ledger.state_dict(),
-        "pool_size": len(pool), "pool_corrupted": float((pool.corruption != CLEAN).float().mean()),
+        "pool_size": len(pool), "pool_corrupted": pool.corrupted_fraction(),
         "ray": {"actors": q.actors, "publish_every": q.publish_every, "queue_size": q.queue_size,
                 "learner_steps_per_s": t.steps / (wall - ledger.seconds["eval"]),
                 "learner_idle_fraction": idle_fraction(ledger),
