@@ -33,6 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,12 +152,17 @@ def _spawn(folder: str, ref_dir: str, out: str, steps: int, source: str = "npy",
 
 
 def table(rows: list[dict]) -> str:
-    """Per pool and phase: peak RSS, its growth over the smallest pool's, and what that growth is
-    made of: the cache on disk (memory-mapped: at most its size), per-id metadata held in memory,
-    and the rest (transient copies while loading, allocator slack)."""
+    """Per pool and phase (medians over repeats): peak RSS, its growth over the smallest pool's, and
+    what that growth is made of: the cache on disk (memory-mapped: at most its size), per-id
+    metadata held in memory, and the rest (transient copies while loading, allocator slack)."""
     mb = 2 ** 20
-    lines = ["| pool ids | phase | peak RSS (MB) | growth over smallest (MB) | cache growth (MB) | metadata growth (MB) "
-             "| rest (MB) | growth <= cache growth? |", "|---:|---|---:|---:|---:|---:|---:|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["pool"], r["phase"]), []).append(r)
+    rows = [{**g[0], "peak_rss_mb": statistics.median(x["peak_rss_mb"] for x in g), "repeats": len(g),
+             "range_mb": max(x["peak_rss_mb"] for x in g) - min(x["peak_rss_mb"] for x in g)} for g in groups.values()]
+    lines = ["| pool ids | phase | repeats | peak RSS (MB, median) | spread (MB) | growth over smallest (MB) | cache growth (MB) "
+             "| metadata growth (MB) | rest (MB) | growth <= cache growth? |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     smallest = min(r["pool"] for r in rows)
     for r in rows:
         phases = ("build", "run") if r["phase"].startswith("build+run") else (r["phase"].split(",")[0],)
@@ -164,7 +171,7 @@ def table(rows: list[dict]) -> str:
         cache = (r["cache_bytes"] - b["cache_bytes"]) / mb
         meta = (r["metadata_bytes"] - b["metadata_bytes"]) / mb
         ok = "" if r["pool"] == smallest else ("yes" if growth <= cache else "no")
-        lines.append(f"| {r['pool']:,} | {r['phase']} | {r['peak_rss_mb']:.0f} | {growth:+.1f} | {cache:.1f} | "
+        lines.append(f"| {r['pool']:,} | {r['phase']} | {r['repeats']} | {r['peak_rss_mb']:.1f} | {r['range_mb']:.1f} | {growth:+.1f} | {cache:.1f} | "
                      f"{meta:.1f} | {growth - cache - meta:+.1f} | {ok} |")
     return "\n".join(lines)
 
@@ -175,10 +182,12 @@ def write_results(rows: list[dict], quick: bool) -> str:
     name = "memory-quick" if quick else "memory"
     cmd = "python bench/memory.py" + (" --quick" if quick else "")
     atomic_write_text(os.path.join(HERE, "results", f"{name}.json"), json.dumps({"command": cmd, "rows": rows}, indent=2) + "\n")
-    md = (f"# Peak RSS vs pool size\n\n`{cmd}` (torch {rows[0]['torch']}, 1 thread; `build` = train the reference and "
-          f"write the cache, 1 step; `run` = {STEPS} steps reading the memory-mapped cache; per-id metadata = labels, "
-          f"true labels, ids, corruption codes, row maps of the lazy splits and the stream's int32 permutation)\n\n"
-          f"{table(rows)}\n")
+    md = (f"# Peak RSS vs pool size\n\n`{cmd}` (torch {rows[0]['torch']}, 1 thread, `npy` source with "
+          f"`data.order=auto` = bijection unless the phase says otherwise; `build` = train the reference and "
+          f"write the cache, 1 step; `run` = {STEPS} steps reading the memory-mapped cache; each a fresh process, "
+          f"medians over repeats; peak RSS is VmHWM, which counts the touched pages of the memory-mapped cache; "
+          f"per-id metadata = labels, true labels, ids and corruption codes held as tensors, explicit row maps "
+          f"and the stream's permutation)\n\n{table(rows)}\n")
     atomic_write_text(os.path.join(HERE, "results", f"{name}.md"), md)
     return md
 
@@ -188,6 +197,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "learnability-bench-memory"))
     ap.add_argument("--table-only", action="store_true", help="re-render the .md from the saved .json")
+    ap.add_argument("--repeats", type=int, default=3, help="fresh processes per pool and phase (the table shows medians)")
     args = ap.parse_args()
     if args.table_only:
         with open(os.path.join(HERE, "results", "memory-quick.json" if args.quick else "memory.json")) as f:
@@ -199,13 +209,15 @@ def main() -> None:
         folder = os.path.join(args.data_dir, f"pool-{n}")
         make_pool(folder, n)
         ref_dir = os.path.join(args.data_dir, "runs", f"reference-{n}")
-        for phase, steps in (("build", 1), ("run", STEPS)):
-            if phase == "build" and os.path.exists(ref_dir):
-                import shutil
-                shutil.rmtree(ref_dir)
-            r = {"phase": phase, **_spawn(folder, ref_dir, os.path.join(args.data_dir, "runs", f"{phase}-{n}"), steps)}
-            print(json.dumps(r), flush=True)
-            rows.append(r)
+        for rep in range(args.repeats):  # fresh processes each time: peak RSS varies by a MB or so
+            for phase, steps in (("build", 1), ("run", STEPS)):
+                if phase == "build" and os.path.exists(ref_dir):
+                    shutil.rmtree(ref_dir)
+                out = os.path.join(args.data_dir, "runs", f"{phase}-{n}-{rep}")
+                shutil.rmtree(out, ignore_errors=True)
+                r = {"phase": phase, "repeat": rep, **_spawn(folder, ref_dir, out, steps)}
+                print(json.dumps(r), flush=True)
+                rows.append(r)
         if n == sizes[1]:  # the same pool held in memory (npz source): same fingerprints, so it reuses the cache
             r = {"phase": "run, in-memory npz", **_spawn(folder, ref_dir, os.path.join(args.data_dir, "runs", f"npz-{n}"),
                                                           STEPS, "npz")}
@@ -213,9 +225,7 @@ def main() -> None:
             rows.append(r)
         if n == sizes[-1]:  # the permutation shuffles, for comparison: build and run in one process
             perm_dir = os.path.join(args.data_dir, "runs", f"reference-{n}-permutation")
-            if os.path.exists(perm_dir):
-                import shutil
-                shutil.rmtree(perm_dir)
+            shutil.rmtree(perm_dir, ignore_errors=True)
             r = {"phase": "build+run, data.order=permutation",
                  **_spawn(folder, perm_dir, os.path.join(args.data_dir, "runs", f"perm-{n}"), STEPS, "npy", "permutation")}
             print(json.dumps(r), flush=True)

@@ -174,3 +174,24 @@ def test_dense_index_refuses_sparse_or_repeated_ids() -> None:
     assert DenseIndex.of_sorted(iter([np.arange(1, 9), np.array([10, 11, 12])]), 11).holes.tolist() == [9]
     assert DenseIndex.of_sorted(iter([np.array([1, 2]), np.array([4, 5])]), 4) is None  # 1 hole in 4: too many
     assert DenseIndex.of_unsorted(lambda: iter([np.array([2 ** 62 + 1, 2 ** 62])])).lo == 2 ** 62  # huge ids stay exact
+
+
+@pytest.mark.parametrize("labels, match", [
+    (np.array([0, 1, -1, 2] * 10), "labels must be >= 0"),
+    (np.array([0.0, 1.5] * 20), "labels must be integers"),
+    (np.array(["a", "b"] * 20), "labels must be integers"),
+    (np.zeros((40, 2), dtype=np.int64), "1-D"),
+    (np.array([0, 1, 9, 2] * 10), "label 9 is out of range for data.num_classes=5"),
+])
+def test_bad_npy_labels_are_found_by_the_start_up_scan(tmp_path: Path, labels: np.ndarray, match: str) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((40, 4, 4), dtype=np.uint8))
+    np.save(tmp_path / "y.npy", labels)
+    with pytest.raises(ValueError, match=match):
+        load_source("npy", path=str(tmp_path), num_classes=5, order="bijection")
+
+
+def test_integral_float_npy_labels_read_as_int64(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((40, 4, 4), dtype=np.uint8))
+    np.save(tmp_path / "y.npy", np.array([0.0, 3.0] * 20))
+    train, _ = load_source("npy", path=str(tmp_path), order="bijection")
+    assert train.y[:].dtype == torch.int64 and set(train.y[:].tolist()) == {0, 3} and train.num_classes == 4

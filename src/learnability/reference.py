@@ -23,8 +23,9 @@ from tqdm.auto import tqdm
 
 from learnability import faults
 from learnability.data.imageset import ImageSet
+from learnability.data.lazy import LazyImages
 from learnability.flops import ModelCost
-from learnability.io import atomic_torch_save, atomic_write_text
+from learnability.io import atomic_torch_save, atomic_write_text, release_free_memory
 from learnability.loss_cache import CacheMismatchError, DenseIndex, ReferenceLosses, read_cache, write_cache
 from learnability.batch import Batch, apply
 from learnability.losses import PerExampleLoss, classification_loss, cross_entropy, score_losses, score_rows
@@ -99,9 +100,13 @@ def prepare_reference(model: nn.Module, cost: ModelCost, *, ref_dir: str, train_
         return train_model(m, train_set, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
                            progress=progress, desc="reference")
 
-    return load_or_train_reference(
+    pool_fingerprint = pool.fingerprint()
+    release_free_memory()  # a pass over every pool image, a batch at a time
+    ref = load_or_train_reference(
         model, cost, ref_dir=ref_dir, trained_with=want, train=train, device=device,
-        cache_batch=(pool.x, pool.y) if cache else None, cache_ids=pool.ids, cache_fingerprint=pool.fingerprint())
+        cache_batch=(pool.x, pool.y) if cache else None, cache_ids=pool.ids, cache_fingerprint=pool_fingerprint)
+    release_free_memory()  # and the caching pass, when it ran
+    return ref
 
 
 def load_or_train_reference(model: nn.Module, cost: ModelCost, *, ref_dir: str, trained_with: dict,
@@ -151,10 +156,12 @@ def load_or_train_reference(model: nn.Module, cost: ModelCost, *, ref_dir: str, 
 
 def load_or_build_cache(model: nn.Module, ref_dir: str, batch: Batch, ids: torch.Tensor, data_fp: str, weights_fp: str,
                         device: torch.device, loss_fn: PerExampleLoss = classification_loss,
-                        chunk: int = 4096, name: str = "losses", per_example: bool = True) -> tuple[ReferenceLosses, float]:
+                        chunk: int = 0, name: str = "losses", per_example: bool = True) -> tuple[ReferenceLosses, float]:
     """Per-id losses of the pool `batch` under the reference (or the rows `[N, K]` that `loss_fn`
     returns, with `per_example=False`), memory-mapped from the cache `name` in `ref_dir` when its fingerprints match the pool and the weights and its files pass their sha256
-    (refused otherwise), else computed once, `chunk` rows at a time, and saved atomically. `batch`
+    (refused otherwise), else computed once, `chunk` rows at a time (0: 4096, or 512 when images
+    are read from files, whose 4 MB batches would leave tens of MB of allocator slack behind over
+    a big pool), and saved atomically. `batch`
     leaves may be tensors or lazy columns (anything sliced with `[i:j]` into a tensor), so a pool
     read from files is never loaded whole. A `losses.pt` of older versions is ignored (the cache is
     rebuilt beside it). Returns the losses and the seconds the caching pass took (the recorded
@@ -164,6 +171,7 @@ def load_or_build_cache(model: nn.Module, ref_dir: str, batch: Batch, ids: torch
         return found
     t0 = time.perf_counter()
     n, losses = len(ids), None
+    chunk = chunk or (512 if any(isinstance(v, LazyImages) for v in _leaves(batch)) else 4096)
     id_chunks = lambda: (np.asarray(torch.as_tensor(ids[i:i + chunk])) for i in range(0, n, chunk))  # noqa: E731
     index = DenseIndex.of_unsorted(id_chunks)  # ids nearly a range: losses go straight to their sorted place
     for i in range(0, n, chunk):
@@ -183,6 +191,14 @@ def load_or_build_cache(model: nn.Module, ref_dir: str, batch: Batch, ids: torch
     if found is None:
         raise OSError(f"the reference-loss cache written to {ref_dir} has disappeared; is another run deleting it?")
     return found[0], seconds
+
+
+def _leaves(batch: Batch) -> list:
+    if isinstance(batch, dict):
+        return [x for v in batch.values() for x in _leaves(v)]
+    if isinstance(batch, (tuple, list)):
+        return [x for v in batch for x in _leaves(v)]
+    return [batch]
 
 
 def _rows(batch: Batch, start: int, stop: int) -> Batch:
