@@ -82,7 +82,7 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+def file_sha256(path: str, chunk: int = 1 << 16) -> str:
     """sha256 of a file's bytes, read `chunk` bytes at a time (plain reads: the page cache, not
     this process's memory, holds the file)."""
     h = hashlib.sha256()

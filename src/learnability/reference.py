@@ -171,7 +171,7 @@ def load_or_build_cache(model: nn.Module, ref_dir: str, batch: Batch, ids: torch
         return found
     t0 = time.perf_counter()
     n, losses = len(ids), None
-    chunk = chunk or (512 if any(isinstance(v, LazyImages) for v in _leaves(batch)) else 4096)
+    chunk = chunk or (128 if any(isinstance(v, LazyImages) for v in _leaves(batch)) else 4096)
     id_chunks = lambda: (np.asarray(torch.as_tensor(ids[i:i + chunk])) for i in range(0, n, chunk))  # noqa: E731
     index = DenseIndex.of_unsorted(id_chunks)  # ids nearly a range: losses go straight to their sorted place
     for i in range(0, n, chunk):

@@ -154,7 +154,7 @@ class LazyImages:
     def to(self, device: torch.device | str) -> "LazyImages":
         return LazyImages(self.store, self.rows, device)
 
-    def chunks(self, size: int = 512):
+    def chunks(self, size: int = 128):
         """The images in order, `[<=size, C, H, W]` at a time (small chunks: a pass over a big pool
         that allocates and frees 4 MB tensors leaves tens of MB of allocator slack behind)."""
         for i in range(0, len(self), size):
