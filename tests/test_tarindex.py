@@ -124,27 +124,45 @@ def test_lazy_pairs_match_the_collected_pairs_and_count_bad_ones(tmp_path: Path)
         lazy_pairs(str(ok))
 
 
-def test_build_pairs_keeps_uncompressed_shards_lazy_and_streams_gzipped_ones(tmp_path: Path) -> None:
-    from learnability import config as C
-    from learnability.pairs.build import build_pairs
-
-    for name in ("pool", "ref", "test"):
-        (tmp_path / name).mkdir()
-        _shards(tmp_path / name, 2)
-    gz = tmp_path / "test" / "z.tar.gz"
-    with tarfile.open(gz, "w:gz") as tar:
-        for n, data in _sample("k", 0, "zipped"):
+def _compressed(path: Path, mode: str, members: list[tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, mode) as tar:
+        for n, data in members:
             info = tarfile.TarInfo(n)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    cfg = C.RunConfig(task="clip", pairs=C.PairsConfig(
+    return path
+
+
+@pytest.mark.parametrize("mode, ext", [("w:gz", "tar.gz"), ("w:bz2", "tar.bz2"), ("w:xz", "tar.xz")])
+def test_build_pairs_reads_compressed_shards_lazily_through_a_cached_copy(tmp_path: Path, mode: str, ext: str) -> None:
+    from learnability import config as C
+    from learnability.pairs.build import build_pairs
+
+    for name in ("pool", "ref"):
+        (tmp_path / name).mkdir()
+        _shards(tmp_path / name, 2)
+    members = _sample("k", 0, "zipped") + _sample("m", 1, "also zipped") + [("n.png", _image_bytes(2))]  # n: no text
+    gz = _compressed(tmp_path / f"z.{ext}", mode, members)
+    cache = tmp_path / "cache"
+    cfg = C.RunConfig(task="clip", data=C.DataConfig(skip_bad=True), pairs=C.PairsConfig(
         source="shards", path=str(tmp_path / "pool" / "shard-{000..001}.tar"),
-        reference_path=str(tmp_path / "ref" / "shard-*.tar"), test_path=str(gz), image_size=8))
+        reference_path=str(tmp_path / "ref" / "shard-*.tar"), test_path=str(gz), image_size=8, shard_cache=str(cache)))
     splits, skipped = build_pairs(cfg)
-    assert skipped == 0
-    assert isinstance(splits.pool.images, LazyImages) and isinstance(splits.reference.images, LazyImages)
-    assert isinstance(splits.test.images, torch.Tensor) and splits.test.captions == ["zipped"]
-    assert len(splits.pool) == 4
+    assert skipped == 1
+    for part in (splits.pool, splits.reference, splits.test):
+        assert isinstance(part.images, LazyImages)
+    streamed = list(ShardPairs(str(gz), image_size=8, skip_bad=True))  # the whole-shard reader, for reference
+    assert splits.test.captions == ["zipped", "also zipped"] == [c for _, _, c in streamed]
+    assert splits.test.ids.tolist() == [i for i, _, _ in streamed]
+    assert torch.equal(splits.test.images[:], torch.stack([im for _, im, _ in streamed]))
+    copies = sorted(cache.glob("*.tar"))
+    assert len(copies) == 1
+    stamp = copies[0].stat().st_mtime_ns
+    build_pairs(cfg)  # the copy is reused while the shard is unchanged
+    assert copies[0].stat().st_mtime_ns == stamp
+    gz.write_bytes(gz.read_bytes()[:-40])  # cut short: refused, naming the shard as given
+    with pytest.raises(ValueError, match=f"z.{ext}"):
+        build_pairs(cfg)
 
 
 def test_clip_run_on_uncompressed_shards_through_the_cli(tmp_path: Path) -> None:

@@ -100,6 +100,7 @@ class PairsConfig:
     actor_loss: str = "contrastive"  # per-example scoring loss: contrastive (within the super-batch) | dot
     n_chunks: int = 16             # JEST: the batch is drawn in this many chunks
     retrieval_size: int = 1000     # clean held-out pairs for retrieval Recall@1/5
+    shard_cache: str = ""          # shards: member indexes, and uncompressed copies of .tar.gz/.bz2/.xz shards; "" = <out>/shard-cache
 
 
 @dataclasses.dataclass(frozen=True)

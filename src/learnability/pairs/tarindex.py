@@ -10,20 +10,29 @@ are decoded exactly as `ShardPairs` decodes them.
 With `index_dir`, each shard's index is saved as `<hash of its path>.npy` plus a `.json` record of
 the shard's size and mtime and the index file's sha256, each written atomically (temp file, fsync,
 rename; the record last), and reused while the shard is unchanged.
+
+Compressed shards (`.tar.gz`, `.tar.bz2`, `.tar.xz`: told by their magic bytes) cannot be read at
+an offset, so each is streamed once, a megabyte at a time, into an uncompressed copy in `index_dir`
+(`plain_copy`: atomic, with a record of the source's size and mtime, reused while it is unchanged)
+and read from there: the pool is never held in memory, whatever its shards' compression.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
+import shutil
 import tarfile
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from learnability.io import atomic_save_npy, atomic_write_text, file_sha256
+from learnability.io import atomic_save_npy, atomic_write, atomic_write_text, file_sha256
 from learnability.pairs.readers import IMAGE_EXTS, TEXT_EXTS, _split_key
 from learnability.pairs.shards import expand_shards, shard_id
 
@@ -34,9 +43,11 @@ ENTRY = np.dtype([("id", np.int64), ("image_offset", np.int64), ("image_size", n
                   ("text_offset", np.int64), ("text_size", np.int64)])
 
 
-def _index_one(path: str, shard_index: int, skip_bad: bool) -> tuple[np.ndarray, int]:
+def _index_one(path: str, shard_index: int, skip_bad: bool, name: str = "") -> tuple[np.ndarray, int]:
     """The samples of one shard, in order, as `ENTRY` rows (samples lacking an image or a caption
-    skipped or raised), and how many samples the shard holds."""
+    skipped or raised), and how many samples the shard holds. `name`: the shard as the user gave
+    it (when `path` is its decompressed copy), for messages."""
+    shown = name or path
     rows: list[tuple[int, int, int, int, int]] = []
     key, group, pos = None, {}, 0
 
@@ -47,7 +58,7 @@ def _index_one(path: str, shard_index: int, skip_bad: bool) -> tuple[np.ndarray,
             (io_, isz), (to, tsz) = group[images[0]], group[texts[0]]
             rows.append((shard_id(shard_index, pos), io_, isz, to, tsz))
         elif not skip_bad:
-            raise ValueError(f"{path} key {key!r}: needs exactly one image (.png/.jpg) and one .txt, once each; "
+            raise ValueError(f"{shown} key {key!r}: needs exactly one image (.png/.jpg) and one .txt, once each; "
                              f"has {', '.join('.' + e for e in group) or 'no files'} (or pass skip_bad=True)")
 
     try:
@@ -65,16 +76,16 @@ def _index_one(path: str, shard_index: int, skip_bad: bool) -> tuple[np.ndarray,
             if key is not None:
                 flush()
     except (tarfile.TarError, EOFError, OSError) as e:
-        raise ValueError(f"{path}: cannot read the tar headers after key {key!r} ({e}); the shard is truncated "
+        raise ValueError(f"{shown}: cannot read the tar headers after key {key!r} ({e}); the shard is truncated "
                          "or not an uncompressed tar file") from e
     size = os.path.getsize(path)
     arr = np.array(rows, dtype=ENTRY)
     if len(arr) and int((arr["image_offset"] + arr["image_size"]).max()) > size:
-        raise ValueError(f"{path}: a member runs past the end of the file; the shard is truncated")
+        raise ValueError(f"{shown}: a member runs past the end of the file; the shard is truncated")
     return arr, pos + 1 if key is not None else 0
 
 
-def _cached(path: str, shard_index: int, skip_bad: bool, index_dir: str) -> tuple[np.ndarray, int]:
+def _cached(path: str, shard_index: int, skip_bad: bool, index_dir: str, name: str = "") -> tuple[np.ndarray, int]:
     st = os.stat(path)
     name = hashlib.sha256(f"{os.path.abspath(path)}|{shard_index}|{skip_bad}".encode()).hexdigest()[:24]
     npy, rec = os.path.join(index_dir, name + ".npy"), os.path.join(index_dir, name + ".json")
@@ -86,19 +97,48 @@ def _cached(path: str, shard_index: int, skip_bad: bool, index_dir: str) -> tupl
             return np.load(npy, allow_pickle=False), int(record["samples"])
     except (OSError, ValueError, KeyError):
         pass  # absent, stale or damaged: rebuilt below
-    arr, samples = _index_one(path, shard_index, skip_bad)
+    arr, samples = _index_one(path, shard_index, skip_bad, name)
     atomic_save_npy(npy, arr)
     atomic_write_text(rec, json.dumps({**want, "samples": samples, "sha256": file_sha256(npy)}) + "\n")
     return arr, samples
 
 
-def is_plain_tar(path: str) -> bool:
-    """True for an uncompressed tar file (random access needs one; .tar.gz shards are streamed)."""
+COMPRESSORS = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+
+
+def plain_copy(path: str, cache_dir: str) -> str:
+    """`path` when it is not compressed; else its uncompressed copy in `cache_dir`, streamed once
+    (never held in memory), written atomically and reused while `path`'s size and mtime match."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    opener = next((o for m, o in COMPRESSORS if magic.startswith(m)), None)
+    if opener is None:
+        return path
+    if not cache_dir:
+        raise ValueError(f"{path} is compressed; random access needs an uncompressed copy: give a cache folder "
+                         f"(--pairs.shard_cache) or decompress the shards")
+    st = os.stat(path)
+    name = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:24]
+    copy, rec = os.path.join(cache_dir, name + ".tar"), os.path.join(cache_dir, name + ".tar.json")
+    want = {"shard": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     try:
-        with tarfile.open(path, mode="r:"):
-            return True
-    except (tarfile.TarError, OSError):
-        return False
+        with open(rec) as f:
+            record = json.load(f)
+        if all(record.get(k) == v for k, v in want.items()) and os.path.getsize(copy) == record.get("copy_size"):
+            return copy
+    except (OSError, ValueError):
+        pass  # absent, stale or damaged: decompressed again below
+
+    def stream(out) -> None:
+        with opener(path, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+
+    try:
+        atomic_write(copy, stream)
+    except (OSError, EOFError, lzma.LZMAError, gzip.BadGzipFile) as e:
+        raise ValueError(f"{path}: cannot decompress the shard ({e}); it is truncated or damaged") from e
+    atomic_write_text(rec, json.dumps({**want, "copy_size": os.path.getsize(copy)}) + "\n")
+    return copy
 
 
 def lazy_pairs(pattern: str | list[str], *, image_size: int = 40, skip_bad: bool = False,
@@ -146,11 +186,12 @@ class ShardImages:
 
     def __init__(self, pattern: str | list[str], *, image_size: int = 40, skip_bad: bool = False, index_dir: str = ""):
         items = [pattern] if isinstance(pattern, str) else list(pattern)
-        self.shards = [s for item in items for s in expand_shards(item)]
-        if not self.shards:
+        self.names = [s for item in items for s in expand_shards(item)]  # as given, for messages
+        if not self.names:
             raise ValueError("no shards given; pass a path, a pattern like 'shards/{000..009}.tar' or a list")
-        parts = [(_cached(p, i, skip_bad, index_dir) if index_dir else _index_one(p, i, skip_bad))
-                 for i, p in enumerate(self.shards)]
+        self.shards = [plain_copy(s, index_dir) for s in self.names]  # what is read: compressed ones decompressed
+        parts = [(_cached(p, i, skip_bad, index_dir, n) if index_dir else _index_one(p, i, skip_bad, n))
+                 for i, (p, n) in enumerate(zip(self.shards, self.names))]
         self.entries = np.concatenate([a for a, _ in parts]) if parts else np.empty(0, ENTRY)
         self.missing = sum(groups - len(a) for a, groups in parts)  # samples lacking an image or a caption
         self.size, self.shape = image_size, (3, image_size, image_size)
@@ -168,7 +209,7 @@ class ShardImages:
 
     def where(self, row: int) -> str:
         i = int(self.entries[row]["id"])
-        return f"{self.shards[i >> 32]} sample {i & 0xFFFFFFFF}"
+        return f"{self.names[i >> 32]} sample {i & 0xFFFFFFFF}"
 
     def _bytes(self, row: int, field: str) -> tuple[bytes, str]:
         e = self.entries[row]
