@@ -134,12 +134,21 @@ def ray_session():
 
 
 @pytest.mark.ray
-def test_one_synchronous_actor_equals_the_single_process_loop(tmp_path, ray_session, monkeypatch):
+@pytest.mark.parametrize("lazy", [False, True])
+def test_one_synchronous_actor_equals_the_single_process_loop(tmp_path, ray_session, monkeypatch, lazy):
     from learnability.distributed import run_ray
     from learnability.loop import run
     from learnability.selector import Selector
 
-    base = tiny(tmp_path / "local", "--train.steps=25")
+    data = []
+    if lazy:  # the digits as an npy folder: lazy images and labels, bijection order, all shipped to the actor
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        np.save(tmp_path / "x.npy", (d.images * (255.0 / 16.0)).round().astype(np.uint8))
+        np.save(tmp_path / "y.npy", d.target)
+        data = ["--data.source=npy", f"--data.path={tmp_path}"]
+    base = tiny(tmp_path / "local", "--train.steps=25", *data)
     splits = build_data(base.data)
     picked: list[list[int]] = []
     select = Selector.select_index
@@ -153,7 +162,8 @@ def test_one_synchronous_actor_equals_the_single_process_loop(tmp_path, ray_sess
     run(base, splits)
     monkeypatch.setattr(Selector, "select_index", select)
     cfg = dataclasses.replace(tiny(tmp_path / "ray", "--train.steps=25", "--backend=ray", "--ray.actors=1",
-                                   "--ray.publish_every=1", "--ray.queue_size=1"))
+                                   "--ray.publish_every=1", "--ray.queue_size=1", *data))
+    assert splits.pool.lazy == lazy and C.data_order(cfg.data) == ("bijection" if lazy else "permutation")
     summary = run_ray(cfg, splits)
     batches = read_jsonl(str(tmp_path / "ray" / "batches.jsonl"))
     assert [b["selected"] for b in batches] == picked
