@@ -37,7 +37,7 @@ from learnability.pairs.build import build_pairs
 from learnability.pairs.pairset import PairSplits
 from learnability.pairs.tokenizer import WordTokenizer
 from learnability.reference import fit, load_or_train_reference
-from learnability.runtime import build_selector, learner_step, make_ema, seeded, start_run, super_batch_size
+from learnability.runtime import build_selector, learner_lr, learner_step, make_ema, seeded, start_run, super_batch_size
 
 
 def train_loss_fn(kind: str):
@@ -173,7 +173,8 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None, resum
         # 4. Train the learner on the selection, then the online proxy on the same pairs.
         t0 = time.perf_counter()
         loss = learner_step(learner, optimizer, ema, lambda: train_loss(learner, batch), device=device,
-                            autocast=autocast, where=f"arm {arm}, at step {step} (files kept in {cfg.out})")
+                            autocast=autocast, where=f"arm {arm}, at step {step} (files kept in {cfg.out})",
+                            lr=learner_lr(cfg, step))
         ledger.add("learner", flops=learner_cost.train * b + ema_flops, seconds=time.perf_counter() - t0)
         if selector is not None and selector.proxy is not None:
             try:

@@ -70,6 +70,9 @@ class TrainConfig:
     steps: int = 1500
     batch_size: int = 128          # b, the learner's batch
     lr: float = 1e-3
+    warmup: int = 0                # linear learning-rate warm-up over this many updates (0: none)
+    schedule: str = "constant"     # after the warm-up: constant | cosine (down to lr * final_lr_fraction at the last step)
+    final_lr_fraction: float = 0.0  # cosine: the last update's learning rate as a fraction of train.lr
     weight_decay: float = 0.01
     label_smoothing: float = 0.0
     ema: float = 0.99              # evaluate an EMA of the learner's weights with this decay; 0 = raw weights
@@ -285,6 +288,9 @@ def validate(cfg: RunConfig) -> None:
         (t.eval_every >= 1, "train.eval_every", "must be >= 1"),
         (t.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1"),
         (0 < t.lr < math.inf, "train.lr", "must be a finite number > 0"),
+        (t.warmup >= 0, "train.warmup", "must be >= 0 (0: no warm-up)"),
+        (t.schedule in ("constant", "cosine"), "train.schedule", "must be constant or cosine"),
+        (0.0 <= t.final_lr_fraction <= 1.0, "train.final_lr_fraction", "must be in [0, 1]"),
         (0 <= t.weight_decay < math.inf, "train.weight_decay", "must be a finite number >= 0"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)"),
         (t.threads >= 0, "train.threads", "must be >= 0 (0 leaves torch's default)"),
