@@ -99,6 +99,8 @@ class PairsConfig:
     learner: str = "dual_cnn_small"
     proxy: str = "dual_cnn_tiny"   # online proxy; the reference shares it
     loss: str = "siglip"           # training loss: siglip | clip
+    logit_scale_init: float = 10.0  # every dual encoder's initial logit scale (exp of the learnt log-scale)
+    logit_bias_init: float = -10.0  # and SigLIP bias; SigLIP's -10 suits batches of thousands, about -log(b) small ones
     actor_loss: str = "contrastive"  # per-example scoring loss: contrastive (within the super-batch) | dot
     n_chunks: int = 16             # JEST: the batch is drawn in this many chunks
     retrieval_size: int = 1000     # clean held-out pairs for retrieval Recall@1/5
@@ -330,6 +332,8 @@ def validate(cfg: RunConfig) -> None:
             (p.loss in ("siglip", "clip"), "pairs.loss", "must be siglip or clip"),
             (p.actor_loss in ("dot", "contrastive"), "pairs.actor_loss", "must be dot or contrastive"),
             (p.n_chunks >= 1, "pairs.n_chunks", "must be >= 1"),
+            (0 < p.logit_scale_init < math.inf, "pairs.logit_scale_init", "must be a finite number > 0"),
+            (-math.inf < p.logit_bias_init < math.inf, "pairs.logit_bias_init", "must be a finite number"),
             (p.max_len >= 3, "pairs.max_len", "must be >= 3"),
             (p.image_size >= 1, "pairs.image_size", "must be >= 1"),
             (p.retrieval_size >= 1, "pairs.retrieval_size", "must be >= 1"),
