@@ -204,14 +204,15 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist not installed")
-@pytest.mark.parametrize("sampler", ["softmax", "jest"])
-def test_clip_resume_in_process_is_bit_identical(tmp_path, monkeypatch, sampler):
+@pytest.mark.parametrize("sampler,schedule", [("softmax", []), ("jest", []),
+                                             ("softmax", ["--train.warmup=5", "--train.schedule=cosine"])])
+def test_clip_resume_in_process_is_bit_identical(tmp_path, monkeypatch, sampler, schedule):
     from learnability.clip_loop import run_clip
 
     args = ["--task=clip", "--data.pool_size=400", "--data.reference_size=200", "--data.test_size=100",
             "--pairs.retrieval_size=100", "--train.batch_size=16", "--train.steps=12", "--train.eval_every=4",
             "--reference.epochs=1", "--pairs.n_chunks=4", "--progress=false", "--train.threads=1",
-            "--selection.score=learnability", f"--selection.sampler={sampler}", "--checkpoint.every=3"]
+            "--selection.score=learnability", f"--selection.sampler={sampler}", "--checkpoint.every=3", *schedule]
     _full_and_resumed(run_clip, C.apply_overrides(C.RunConfig(), args), tmp_path, monkeypatch, at=8)
 
 

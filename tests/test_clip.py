@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 
 from learnability import analysis
+from learnability import config as C
 from learnability.cli import main
 from learnability.clip_eval import retrieval_recall, zero_shot_accuracy
 from learnability.clip_loop import actor_loss_fn, embedding_rows_fn, pair_loss_fn, train_loss_fn
@@ -201,3 +203,20 @@ def test_dot_actor_loss_caches_per_id_reference_losses(tmp_path):
 def test_chunk_count_that_does_not_divide_is_refused(tmp_path, capsys):
     assert main(["run", f"--out={tmp_path / 'x'}", *TINY, "--selection.sampler=jest", "--pairs.n_chunks=5"]) == 2
     assert "pairs.n_chunks must divide" in capsys.readouterr().err
+
+
+def test_build_dual_sets_the_initial_logit_scale_and_bias():
+    default = build_dual("dual_mlp_tiny", (3, 8, 8), 20, 6)
+    assert default.logit_scale.item() == pytest.approx(math.log(10.0)) and default.logit_bias.item() == -10.0
+    m = build_dual("dual_mlp_tiny", (3, 8, 8), 20, 6, init_scale=5.0, init_bias=-4.5)
+    assert m.logit_scale.item() == pytest.approx(math.log(5.0)) and m.logit_bias.item() == -4.5
+    with pytest.raises(ValueError, match="init_scale"):
+        build_dual("dual_mlp_tiny", (3, 8, 8), 20, 6, init_scale=0.0)
+
+
+@pytest.mark.parametrize("key,value", [("pairs.logit_scale_init", "0"), ("pairs.logit_scale_init", "inf"),
+                                       ("pairs.logit_bias_init", "nan")])
+def test_config_rejects_bad_logit_inits_naming_the_key(key, value):
+    cfg = C.apply_overrides(C.RunConfig(), ["--task=clip", f"--{key}={value}"])
+    with pytest.raises(C.ConfigError, match=key.replace(".", r"\.")):
+        C.validate(cfg)

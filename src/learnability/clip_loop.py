@@ -37,7 +37,7 @@ from learnability.pairs.build import build_pairs
 from learnability.pairs.pairset import PairSplits
 from learnability.pairs.tokenizer import WordTokenizer
 from learnability.reference import fit, load_or_train_reference
-from learnability.runtime import build_selector, learner_step, make_ema, seeded, start_run, super_batch_size
+from learnability.runtime import build_selector, learner_lr, learner_step, make_ema, seeded, start_run, super_batch_size
 
 
 def train_loss_fn(kind: str):
@@ -104,7 +104,8 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None, resum
     train_loss, actor_loss = train_loss_fn(p.loss), actor_loss_fn(p.actor_loss)
 
     # Models: the dual-encoder learner (EMA for evaluation), the online proxy and the reference.
-    learner = seeded(lambda: build_dual(p.learner, shape, vocab, p.max_len), t.seed, device)
+    init = {"init_scale": p.logit_scale_init, "init_bias": p.logit_bias_init}
+    learner = seeded(lambda: build_dual(p.learner, shape, vocab, p.max_len, **init), t.seed, device)
     optimizer = torch.optim.AdamW(learner.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     learner_cost = measure_loss_cost(learner, train_loss, (images[:b], tokens[:b]))
     ema, ema_flops = make_ema(learner, t.ema)
@@ -113,17 +114,18 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None, resum
     if selecting:
         needs = get_score(s.score).needs
         joint = s.sampler in list_joint_samplers()
-        proxy = seeded(lambda: build_dual(p.proxy, shape, vocab, p.max_len), t.seed + 1, device) if "online" in needs else None
+        proxy = (seeded(lambda: build_dual(p.proxy, shape, vocab, p.max_len, **init), t.seed + 1, device)
+                 if "online" in needs else None)
         reference, ref_losses = None, None
         # dot: per-id reference losses; joint or contrastive losses depend on the super-batch: per-id embeddings
         by_rows = joint or p.actor_loss != "dot"
         if "reference" in needs:
-            reference = seeded(lambda: build_dual(p.proxy, shape, vocab, p.max_len), t.seed + 2, device)
+            reference = seeded(lambda: build_dual(p.proxy, shape, vocab, p.max_len, **init), t.seed + 2, device)
             ref_tokens = tokenizer.encode(ref_set.captions)
             vocab_fp = hashlib.sha256("\n".join(tokenizer.vocab).encode()).hexdigest()
             want = {"train_fingerprint": ref_set.fingerprint(), "vocab": vocab_fp, "epochs": r.epochs,
                     "batch_size": r.batch_size, "lr": r.lr, "seed": t.seed + 2, "architecture": p.proxy,
-                    "loss": p.loss, "input_shape": list(shape), "max_len": p.max_len}
+                    "loss": p.loss, **init, "input_shape": list(shape), "max_len": p.max_len}
             ref = load_or_train_reference(
                 reference, measure_loss_cost(reference, train_loss, (ref_set.images[:r.batch_size], ref_tokens[:r.batch_size])),
                 ref_dir=r.dir or os.path.join(cfg.out, "reference"), trained_with=want, device=device,
@@ -173,7 +175,8 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None, resum
         # 4. Train the learner on the selection, then the online proxy on the same pairs.
         t0 = time.perf_counter()
         loss = learner_step(learner, optimizer, ema, lambda: train_loss(learner, batch), device=device,
-                            autocast=autocast, where=f"arm {arm}, at step {step} (files kept in {cfg.out})")
+                            autocast=autocast, where=f"arm {arm}, at step {step} (files kept in {cfg.out})",
+                            lr=learner_lr(cfg, step))
         ledger.add("learner", flops=learner_cost.train * b + ema_flops, seconds=time.perf_counter() - t0)
         if selector is not None and selector.proxy is not None:
             try:

@@ -71,6 +71,9 @@ class TrainConfig:
     steps: int = 1500
     batch_size: int = 128          # b, the learner's batch
     lr: float = 1e-3
+    warmup: int = 0                # linear learning-rate warm-up over this many updates (0: none)
+    schedule: str = "constant"     # after the warm-up: constant | cosine (down to lr * final_lr_fraction at the last step)
+    final_lr_fraction: float = 0.0  # cosine: the last update's learning rate as a fraction of train.lr
     weight_decay: float = 0.01
     label_smoothing: float = 0.0
     ema: float = 0.99              # evaluate an EMA of the learner's weights with this decay; 0 = raw weights
@@ -97,6 +100,8 @@ class PairsConfig:
     learner: str = "dual_cnn_small"
     proxy: str = "dual_cnn_tiny"   # online proxy; the reference shares it
     loss: str = "siglip"           # training loss: siglip | clip
+    logit_scale_init: float = 10.0  # every dual encoder's initial logit scale (exp of the learnt log-scale)
+    logit_bias_init: float = -10.0  # and SigLIP bias; SigLIP's -10 suits batches of thousands, about -log(b) small ones
     actor_loss: str = "contrastive"  # per-example scoring loss: contrastive (within the super-batch) | dot
     n_chunks: int = 16             # JEST: the batch is drawn in this many chunks
     retrieval_size: int = 1000     # clean held-out pairs for retrieval Recall@1/5
@@ -296,6 +301,9 @@ def validate(cfg: RunConfig) -> None:
         (t.eval_every >= 1, "train.eval_every", "must be >= 1"),
         (t.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1"),
         (0 < t.lr < math.inf, "train.lr", "must be a finite number > 0"),
+        (t.warmup >= 0, "train.warmup", "must be >= 0 (0: no warm-up)"),
+        (t.schedule in ("constant", "cosine"), "train.schedule", "must be constant or cosine"),
+        (0.0 <= t.final_lr_fraction <= 1.0, "train.final_lr_fraction", "must be in [0, 1]"),
         (0 <= t.weight_decay < math.inf, "train.weight_decay", "must be a finite number >= 0"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)"),
         (t.threads >= 0, "train.threads", "must be >= 0 (0 leaves torch's default)"),
@@ -339,6 +347,8 @@ def validate(cfg: RunConfig) -> None:
             (p.loss in ("siglip", "clip"), "pairs.loss", "must be siglip or clip"),
             (p.actor_loss in ("dot", "contrastive"), "pairs.actor_loss", "must be dot or contrastive"),
             (p.n_chunks >= 1, "pairs.n_chunks", "must be >= 1"),
+            (0 < p.logit_scale_init < math.inf, "pairs.logit_scale_init", "must be a finite number > 0"),
+            (-math.inf < p.logit_bias_init < math.inf, "pairs.logit_bias_init", "must be a finite number"),
             (p.max_len >= 3, "pairs.max_len", "must be >= 3"),
             (p.image_size >= 1, "pairs.image_size", "must be >= 1"),
             (p.retrieval_size >= 1, "pairs.retrieval_size", "must be >= 1"),

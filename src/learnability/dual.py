@@ -30,10 +30,21 @@ def list_dual_models() -> list[str]:
     return sorted(_DUALS)
 
 
-def build_dual(name: str, image_shape: tuple[int, int, int], vocab_size: int, max_len: int) -> nn.Module:
+def build_dual(name: str, image_shape: tuple[int, int, int], vocab_size: int, max_len: int, *,
+               init_scale: float | None = None, init_bias: float | None = None) -> nn.Module:
+    """The named dual encoder; `init_scale` (the temperature itself, > 0; its log is learnt) and
+    `init_bias` override the initial `logit_scale` / `logit_bias` (default: 10 and -10, SigLIP's)."""
     if name not in _DUALS:
         raise ValueError(f"unknown dual encoder {name!r}; choose one of {', '.join(list_dual_models())}")
-    return _DUALS[name](tuple(image_shape), vocab_size, max_len)
+    if init_scale is not None and not 0 < init_scale < math.inf:
+        raise ValueError(f"init_scale is the initial logit scale (temperature), a finite number > 0; got {init_scale}")
+    model = _DUALS[name](tuple(image_shape), vocab_size, max_len)
+    with torch.no_grad():
+        if init_scale is not None:
+            model.logit_scale.fill_(math.log(init_scale))
+        if init_bias is not None:
+            model.logit_bias.fill_(init_bias)
+    return model
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

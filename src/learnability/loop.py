@@ -25,7 +25,7 @@ from learnability.losses import cross_entropy
 from learnability.models import build_model
 from learnability.reference import prepare_reference
 from learnability.scores import NonFiniteLossError, get_score
-from learnability.runtime import build_selector, learner_step, make_ema, seeded, start_run, super_batch_size
+from learnability.runtime import build_selector, learner_lr, learner_step, make_ema, seeded, start_run, super_batch_size
 
 
 @torch.no_grad()
@@ -156,7 +156,8 @@ def run(cfg: C.RunConfig, splits: Splits | None = None, resume: bool = False) ->
         _sync(device)
         t0 = time.perf_counter()
         loss = learner_step(learner, optimizer, ema, lambda: cross_entropy(learner(x), y, t.label_smoothing).mean(),
-                            device=device, autocast=autocast, where=f"arm {s.score}, at step {step} (files kept in {cfg.out})")
+                            device=device, autocast=autocast, where=f"arm {s.score}, at step {step} (files kept in {cfg.out})",
+                            lr=learner_lr(cfg, step))
         ledger.add("learner", flops=learner_cost.train * b + ema_flops, seconds=time.perf_counter() - t0)
         if selector is not None and selector.proxy is not None:
             try:

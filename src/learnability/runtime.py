@@ -12,6 +12,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from learnability import config as C
 from learnability.flops import Ledger
 from learnability.reference import ReferenceLosses
+from learnability.schedule import lr_at
 from learnability.scores import NonFiniteLossError, get_score
 from learnability.selector import Selector
 
@@ -47,6 +48,13 @@ def seeded(build: Callable[[], nn.Module], seed: int, device: torch.device) -> n
         return build().to(device)
 
 
+def learner_lr(cfg: C.RunConfig, step: int) -> float:
+    """The learner's learning rate at update `step` (1-based): `train.lr` under `train.warmup` and
+    `train.schedule` (`schedule.lr_at`); the same for every arm."""
+    t = cfg.train
+    return lr_at(step, lr=t.lr, steps=t.steps, warmup=t.warmup, schedule=t.schedule, final_fraction=t.final_lr_fraction)
+
+
 def make_ema(model: nn.Module, decay: float) -> tuple[AveragedModel | None, float]:
     """An EMA of the model's weights and BN buffers (None when decay is 0), and its FLOPs per
     update (3 per parameter). Evaluating it measures the model, not the last step's noise."""
@@ -72,15 +80,19 @@ def build_selector(cfg: C.RunConfig, *, proxy: nn.Module | None, reference: nn.M
 
 def learner_step(learner: nn.Module, optimizer: torch.optim.Optimizer, ema: AveragedModel | None,
                  loss_of: Callable[[], torch.Tensor], *, device: torch.device, autocast: bool,
-                 where: str) -> torch.Tensor:
+                 where: str, lr: float | None = None) -> torch.Tensor:
     """One update of the learner: `loss_of()` (under bf16 autocast on CUDA), a NonFiniteLossError
-    naming `where` when it is NaN or inf, backward, optimizer step, EMA update. Returns the loss."""
+    naming `where` when it is NaN or inf, backward, optimizer step (at learning rate `lr` when given,
+    e.g. `learner_lr(cfg, step)`), EMA update. Returns the loss."""
     learner.train()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         loss = loss_of()
     if not torch.isfinite(loss):
         raise NonFiniteLossError(f"{where}: the learner's loss is {loss.item()}; lower train.lr or check the data "
                                  f"for NaN/inf values")
+    if lr is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -29,7 +29,7 @@ from learnability.io import JsonlWriter, atomic_write_text, ids_digest
 from learnability.losses import cross_entropy
 from learnability.loop import NonFiniteLossError, build_learner, evaluate, pretrained_reference, selected_by_kind
 from learnability.models import build_model
-from learnability.runtime import build_selector, learner_step, seeded, start_run, super_batch_size
+from learnability.runtime import build_selector, learner_lr, learner_step, seeded, start_run, super_batch_size
 from learnability.scores import get_score
 
 ACTOR_KEYS = ("flops_scoring", "seconds_data", "seconds_scoring", "seconds_selection")
@@ -161,7 +161,7 @@ def _train(cfg, splits, queue, learner, optimizer, ema, ema_flops, learner_cost,
             t0 = time.perf_counter()
             loss = learner_step(learner, optimizer, ema, lambda: cross_entropy(learner(x), y, t.label_smoothing).mean(),
                                 device=device, autocast=autocast,
-                                where=f"arm {s.score}, at step {step} (files kept in {cfg.out})")
+                                where=f"arm {s.score}, at step {step} (files kept in {cfg.out})", lr=learner_lr(cfg, step))
             ledger.add("learner", flops=learner_cost.train * b + ema_flops, seconds=time.perf_counter() - t0)
             if selector.proxy is not None:
                 try:
