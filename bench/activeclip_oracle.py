@@ -43,8 +43,8 @@ def uniform_rows(base: C.RunConfig, seed: int, out: str) -> list[dict]:
     return read_jsonl(path)
 
 
-def markdown(rows: list[dict], command: str) -> str:
-    lines = [f"Command: `{command}`  ", f"Machine: {machine()}", "",
+def markdown(rows: list[dict], command: str, note: str = "") -> str:
+    lines = [f"Command: `{command}`  ", f"Machine: {machine()}  ", *([f"Settings: {note}"] if note else []), "",
              "| seed | noisy uniform's final zero-shot (the target) | clean-pool uniform's final | reached at / noisy uniform at | updates saved |",
              "|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: r["seed"]):
@@ -53,8 +53,9 @@ def markdown(rows: list[dict], command: str) -> str:
     saved = [r["updates_saved"] for r in rows if r["updates_saved"] is not None]
     lines += ["", f"Median updates saved by a perfect caption filter: "
                   f"{pct(statistics.median(saved)) if len(saved) == len(rows) else 'not reached on every seed'} "
-                  f"(the bench's target for ActiveCLIP is 50%). Same settings as `bench/activeclip.py`; "
-                  f"the clean pool has the same images and seeds, every caption true."]
+                  f"(the bench's target for ActiveCLIP is 50%). The settings of `bench/activeclip.py` (and any "
+                  f"overrides in the command or settings line); the clean pool has the same images, ids and seeds, every "
+                  f"caption the noisy pool's true one."]
     return "\n".join(lines) + "\n"
 
 
@@ -65,6 +66,8 @@ def main() -> int:
     p.add_argument("--out", default="runs/bench-activeclip-oracle")
     p.add_argument("--results", default="bench/results")
     p.add_argument("--merge", default="", help="comma list of results JSON files of disjoint seeds")
+    p.add_argument("--name", default="activeclip-oracle", help="results file name (without .json / .md)")
+    p.add_argument("--note", default="", help="a settings line for the table (e.g. the overrides the seeds ran with)")
     a, extra = p.parse_known_args()
     command = "python bench/activeclip_oracle.py " + " ".join(sys.argv[1:])
     if a.merge:
@@ -87,10 +90,10 @@ def main() -> int:
                          "uniform_reached_at_step": s["uniform_reached_at_step"], "updates_saved": s["updates_saved"]})
             print(f"[{time.time() - t0:6.0f}s] seed={seed}: {rows[-1]}", flush=True)
     os.makedirs(a.results, exist_ok=True)
-    atomic_write_text(os.path.join(a.results, "activeclip-oracle.json"),
-                      json.dumps({"rows": rows, "command": command}, indent=2) + "\n")
-    md = markdown(rows, command)
-    atomic_write_text(os.path.join(a.results, "activeclip-oracle.md"), md)
+    atomic_write_text(os.path.join(a.results, f"{a.name}.json"),
+                      json.dumps({"rows": rows, "command": command, "settings": a.note or " ".join(extra)}, indent=2) + "\n")
+    md = markdown(rows, command, a.note or " ".join(extra))
+    atomic_write_text(os.path.join(a.results, f"{a.name}.md"), md)
     print(md)
     return 0
 
