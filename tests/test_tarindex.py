@@ -26,8 +26,8 @@ def _image_bytes(seed: int, fmt: str = "PNG", size: int = 12) -> bytes:
     return buf.getvalue()
 
 
-def _write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, "w") as tar:
+def _write_tar(path: Path, members: list[tuple[str, bytes]], mode: str = "w") -> Path:
+    with tarfile.open(path, mode) as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -124,15 +124,6 @@ def test_lazy_pairs_match_the_collected_pairs_and_count_bad_ones(tmp_path: Path)
         lazy_pairs(str(ok))
 
 
-def _compressed(path: Path, mode: str, members: list[tuple[str, bytes]]) -> Path:
-    with tarfile.open(path, mode) as tar:
-        for n, data in members:
-            info = tarfile.TarInfo(n)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 @pytest.mark.parametrize("mode, ext", [("w:gz", "tar.gz"), ("w:bz2", "tar.bz2"), ("w:xz", "tar.xz")])
 def test_build_pairs_reads_compressed_shards_lazily_through_a_cached_copy(tmp_path: Path, mode: str, ext: str) -> None:
     from learnability import config as C
@@ -142,7 +133,7 @@ def test_build_pairs_reads_compressed_shards_lazily_through_a_cached_copy(tmp_pa
         (tmp_path / name).mkdir()
         _shards(tmp_path / name, 2)
     members = _sample("k", 0, "zipped") + _sample("m", 1, "also zipped") + [("n.png", _image_bytes(2))]  # n: no text
-    gz = _compressed(tmp_path / f"z.{ext}", mode, members)
+    gz = _write_tar(tmp_path / f"z.{ext}", members, mode)
     cache = tmp_path / "cache"
     cfg = C.RunConfig(task="clip", data=C.DataConfig(skip_bad=True), pairs=C.PairsConfig(
         source="shards", path=str(tmp_path / "pool" / "shard-{000..001}.tar"),

@@ -1,4 +1,5 @@
-"""Frozen config dataclasses and strict `--section.field=value` overrides.
+"""Frozen config dataclasses and strict `--section.field=value` overrides (one module over 400
+lines on purpose: every section, its defaults and its validation read in one place).
 
 Only `build_*` functions and the loop read a config; components take plain arguments. An unknown
 key, a wrong type or an impossible value is a `ConfigError` naming the key. The mapping is written

@@ -150,6 +150,21 @@ class ColumnStore(Protocol):
         ...
 
 
+def npy_header(path: str, what: str, how: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """`(shape, fortran_order, dtype, data offset)` of a `.npy` file, read from its header alone;
+    errors name the file, `what` it should hold and `how` to save it."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} array {path!r} does not exist")
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+        except ValueError as e:
+            raise ValueError(f"{path}: not a .npy file ({e}); save {what} with {how}") from e
+        return shape, fortran, dtype, f.tell()
+
+
 class NpyColumn:
     """A 1-D integer `.npy` file (e.g. labels), read with `os.pread` a value at a time (a run of
     consecutive rows in one read). Integral floats are accepted and read as int64."""
@@ -157,16 +172,7 @@ class NpyColumn:
     dtype = torch.int64
 
     def __init__(self, path: str):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"array {path!r} does not exist")
-        with open(path, "rb") as f:
-            try:
-                version = np.lib.format.read_magic(f)
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                shape, fortran, dtype = read_header(f)
-            except ValueError as e:
-                raise ValueError(f"{path}: not a .npy file ({e}); save labels with np.save(path, int_array)") from e
-            self.offset = f.tell()
+        shape, _, dtype, self.offset = npy_header(path, "labels", "np.save(path, int_array)")
         if dtype.hasobject or dtype.kind not in "iuf":
             raise ValueError(f"{path}: labels must be integers; got dtype {dtype}")
         self.path, self.file_dtype, self.n, self.ndim = path, dtype, int(shape[0]) if shape else 0, len(shape)

@@ -18,7 +18,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from learnability.data.columns import Index, Range, compose, lookup
+from learnability.data.columns import Index, Range, compose, lookup, npy_header
 
 
 class ImageStore(Protocol):
@@ -37,16 +37,7 @@ class NpyImages:
     """A uint8 `.npy` file of images `[N, H, W]`, `[N, C, H, W]` or `[N, H, W, C]` (C in 1, 3)."""
 
     def __init__(self, path: str):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"image array {path!r} does not exist")
-        with open(path, "rb") as f:
-            try:
-                version = np.lib.format.read_magic(f)
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                shape, fortran, dtype = read_header(f)
-            except ValueError as e:
-                raise ValueError(f"{path}: not a .npy file ({e}); save images with np.save(path, uint8_array)") from e
-            self.offset = f.tell()
+        shape, fortran, dtype, self.offset = npy_header(path, "image", "np.save(path, uint8_array)")
         if dtype != np.uint8 or fortran:
             raise ValueError(f"{path}: images must be a C-order uint8 array (0-255); got {dtype}{' Fortran-order' if fortran else ''}")
         if len(shape) == 3:
