@@ -186,12 +186,9 @@ class BatchQueue:
                             "pid": pid})
 
     def close(self) -> int:
-        """Cancel what is still in flight; returns how many requests were (prefetched, never used)."""
+        """Forget what is still in flight (the actors are killed next, which ends it: `ray.cancel`
+        here could block a Ctrl-C'd run's shutdown); returns how many requests were prefetched
+        and never used."""
         n = len(self.pending)
-        for r in self.pending:
-            try:
-                self.ray.cancel(r.future)
-            except Exception:  # noqa: BLE001 - best effort: the actors are killed next anyway
-                pass
         self.pending.clear()
         return n
