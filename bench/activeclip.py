@@ -1,14 +1,26 @@
 """ActiveCLIP and JEST benchmark: image-text training on the built-in compositional pairs.
 
-    python bench/activeclip.py            # 30% mismatched captions, 3 seeds: uniform, activeclip (f=0.5), jest (f=0.8)
-    python bench/activeclip.py --quick    # one seed
-    python bench/activeclip.py --seeds=1 --results=R1 ...   # seeds in parallel, one process each, then
+    python bench/activeclip.py                      # 3 seeds, every arm (about 55 min a seed on one core)
+    python bench/activeclip.py --seeds=1 --results=R1 ...   # seeds in parallel, one thread each, then
     python bench/activeclip.py --merge=R0/activeclip.json,R1/activeclip.json,R2/activeclip.json
+    python bench/activeclip.py --arms=uniform,oracle --name=activeclip-oracle   # the noise bound alone
+    python bench/activeclip.py --smoke              # tiny settings, seconds: the path the tests run
 
-Every seed is one `compare --task=clip` (arms side by side on the same data, seeds and evaluation
-schedule; the arm order rotates with the seed) plus a JEST arm at its own filtering ratio, run in
-the same folder against the same uniform arm. Writes bench/results/activeclip[-quick].json (one row
-per noise, arm, filtering, seed) and a markdown table of medians.
+The pool carries mixed web-like noise (`NOISE`: swapped, uninformative and wrong-attribute captions,
+and duplicated pairs; half the pool in all). Every arm of a seed trains on the same data, seeds and
+evaluation schedule, with warm-up and a cosine learning rate decayed to zero at its last step (the
+arm order rotates with the seed). Arms (`ARMS`):
+
+- uniform: b pairs drawn uniformly (the baseline whose final zero-shot accuracy is the target);
+- random_subset: B drawn, b kept uniformly at random (the control for drawing more per update);
+- oracle: uniform on the pool's clean pairs only: a perfect, free filter (the bound on what any
+  filter can save);
+- activeclip, easy_reference, hard_learner (f = 0.5) and jest (joint, f = 0.8);
+- activeclip_early / activeclip_late: activeclip selecting only in the first / second half
+  (`selection.end` / `selection.start`).
+Writes bench/results/<name>.json (a row per arm and seed) and a markdown table of medians.
+An arm reaches the target at the first evaluation whose three-evaluation mean is at or above
+uniform's final zero-shot; its schedule is not yet decayed there, so savings are conservative.
 """
 
 from __future__ import annotations
@@ -26,51 +38,102 @@ from learnability import config as C
 from learnability.clip_loop import run_clip
 from learnability.compare import arm_config
 from learnability.io import atomic_write_text
+from learnability.pairs import CLEAN, PairSplits
 from learnability.pairs.build import build_pairs
 
-ARMS = ("uniform", "activeclip", "jest")
-FILTERING = {"uniform": 0.0, "activeclip": 0.5, "jest": 0.8}
-# The actor (online proxy and reference): a CNN image tower on 2x-pooled images and a bag-of-words text
-# tower (dual_cnn_tiny, about 1/20 of the learner's forward FLOPs), scoring each candidate by its
-# contrastive loss within the super-batch, the reference trained 30 epochs on the curated pairs
-# (zero-shot about 0.6 on seed 0, against 0.2 for dual_mlp_tiny after 10 epochs).
-# The initial SigLIP bias is tuned for the uniform baseline and applied to every model of every arm:
-# SigLIP's -10 suits batches of thousands; at b=128 it stalls uniform near chance for ~400 steps and
-# costs it a quarter of its final zero-shot accuracy (0.449 -> 0.571 on seed 0 with -5, about -log b).
-BENCH_OVERRIDES = ["--task=clip", "--pairs.logit_bias_init=-5", "--pairs.swapped=0.3", "--data.pool_size=30000", "--data.test_size=2000",
-                   "--train.steps=1000", "--train.eval_every=50", "--pairs.n_chunks=16", "--progress=false",
-                   "--pairs.proxy=dual_cnn_tiny", "--pairs.actor_loss=contrastive", "--reference.epochs=30"]
+NOISE = {"swapped": 0.2, "uninformative": 0.1, "wrong_attribute": 0.1, "duplicates": 0.1}
+# name: (compare arm, filtering ratio, selecting over which part of the run: (start, end) fractions)
+ARMS = {
+    "uniform": ("uniform", 0.0, None),
+    "random_subset": ("random", 0.5, None),
+    "oracle": ("uniform", 0.0, None),
+    "activeclip": ("activeclip", 0.5, None),
+    "jest": ("jest", 0.8, None),
+    "easy_reference": ("easy_reference", 0.5, None),
+    "hard_learner": ("hard_learner", 0.5, None),
+    "activeclip_early": ("activeclip", 0.5, (0.0, 0.5)),
+    "activeclip_late": ("activeclip", 0.5, (0.5, 1.0)),
+}
+# The actor (online proxy and reference): dual_cnn_tiny (a CNN on 2x-pooled images, bag-of-words
+# text, about 1/10 of the learner's forward FLOPs), scoring each candidate by its contrastive loss
+# within the super-batch; the reference trained 30 epochs on the 10k curated pairs. SigLIP's initial
+# bias -5 (about -log b; -10 suits batches of thousands and stalls b = 128 for ~400 steps).
+BENCH_OVERRIDES = ["--task=clip", "--pairs.logit_bias_init=-5", *[f"--pairs.{k}={v}" for k, v in NOISE.items()],
+                   "--data.pool_size=50000", "--data.test_size=3000", "--train.steps=2000", "--train.eval_every=100",
+                   "--train.schedule=cosine", "--train.warmup=100", "--pairs.n_chunks=16", "--progress=false",
+                   "--pairs.proxy=dual_cnn_tiny", "--pairs.actor_loss=contrastive", "--reference.epochs=30",
+                   "--train.threads=1"]
+SMOKE = ["--data.pool_size=400", "--data.reference_size=200", "--data.test_size=100", "--train.steps=8",
+         "--train.batch_size=16", "--train.eval_every=2", "--train.warmup=2", "--pairs.retrieval_size=50",
+         "--reference.epochs=1"]
+EXTRA = ("r1_i2t", "r1_t2i", "attr_class", "attr_colour", "attr_size", "attr_position")
 KEYS = ("updates_saved", "compute_saved", "compute_saved_amortised", "wallclock_saved", "final_zeroshot",
-        "final_r1_i2t", "final_r1_t2i", "corrupted_selected", "proxy_flops_ratio", "selection_time_share")
+        *(f"final_{k}" for k in EXTRA), "corrupted_selected", "proxy_flops_ratio", "selection_time_share")
+
+
+def arm_run_config(cfg: C.RunConfig, name: str, out: str) -> C.RunConfig:
+    """The run config of bench arm `name` (see `ARMS`), writing into `out/name`."""
+    arm, f, window = ARMS[name]
+    c = arm_config(cfg, arm, out)
+    sel = dataclasses.replace(c.selection, filter_ratio=f or c.selection.filter_ratio)
+    if window is not None:
+        steps = cfg.train.steps
+        sel = dataclasses.replace(sel, start=int(window[0] * steps) + 1, end=0 if window[1] >= 1 else int(window[1] * steps))
+    return dataclasses.replace(c, selection=sel, name=name, out=os.path.join(out, name))
+
+
+def clean_only(splits: PairSplits) -> PairSplits:
+    """The oracle's data: the pool's clean pairs only (what a perfect filter would keep)."""
+    return dataclasses.replace(splits, pool=splits.pool.subset(splits.pool.corruption == CLEAN))
 
 
 def reach_steps(rows: list[dict], m: dict) -> str:
     """Per seed: the step the arm reached the target at, over the step uniform did ("-": never)."""
-    own = [r for r in rows if (r["noise"], r["arm"], r["filtering"]) == (m["noise"], m["arm"], m["filtering"])]
-    return ", ".join(f"{r['reached_at_step'] or '-'}/{r['uniform_reached_at_step']}" for r in sorted(own, key=lambda r: r["seed"]))
+    own = sorted((r for r in rows if r["arm"] == m["arm"]), key=lambda r: r["seed"])
+    return ", ".join(f"{r['reached_at_step'] or '-'}/{r['uniform_reached_at_step']}" for r in own)
 
 
 def markdown(med: list[dict], rows: list[dict], command: str, settings: str, where: str = "") -> str:
     lines = [f"Command: `{command}`  ", f"Settings: {settings}  ", f"Machine: {where or machine()}", "",
-             "| caption noise | arm | filtering | seeds | reached at / uniform at (per seed) | updates saved | compute saved | "
-             "compute saved (amortised x10) | wall-clock saved | zero-shot | R@1 i2t | R@1 t2i | mismatched selected |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| arm | filtering | seeds | reached at / uniform at (per seed) | updates saved | share of the oracle's | "
+             "compute saved | compute saved (amortised x10) | wall-clock saved | zero-shot | R@1 i2t | R@1 t2i | "
+             "class / colour / size / position (in caption) | corrupted selected |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    oracle = next((m["updates_saved"] for m in med if m["arm"] == "oracle"), None)
     for m in med:
-        reach = reach_steps(rows, m)
-        lines.append(f"| {m['noise']} | {m['arm']} | {m['filtering']} | {m['seeds']} | {reach} | {pct(m['updates_saved'])} | "
-                     f"{pct(m['compute_saved'])} | {pct(m['compute_saved_amortised'])} | {pct(m['wallclock_saved'])} | "
-                     f"{m['final_zeroshot']:.4f} | {share(m['final_r1_i2t'])} | {share(m['final_r1_t2i'])} | "
+        of = (f"{m['updates_saved'] / oracle:.0%}" if oracle and m["updates_saved"] is not None and m["arm"] != "uniform"
+              else "")
+        attrs = " / ".join(share(m[f"final_attr_{k}"]) if m.get(f"final_attr_{k}") is not None else "-"
+                           for k in ("class", "colour", "size", "position"))
+        lines.append(f"| {m['arm']} | {m['filtering']} | {m['seeds']} | {reach_steps(rows, m)} | {pct(m['updates_saved'])} | "
+                     f"{of} | {pct(m['compute_saved'])} | {pct(m['compute_saved_amortised'])} | {pct(m['wallclock_saved'])} | "
+                     f"{m['final_zeroshot']:.4f} | {share(m['final_r1_i2t'])} | {share(m['final_r1_t2i'])} | {attrs} | "
                      f"{share(m['corrupted_selected'])} |")
+    spread = [r["final_zeroshot"] for r in rows if r["arm"] == "uniform"]
     ratios = sorted({round(r["proxy_flops_ratio"], 1) for r in rows if r.get("proxy_flops_ratio")})
-    lines += ["", f"Learner / proxy forward FLOPs per example: {', '.join(map(str, ratios)) or 'n/a'}. Medians over seeds. Targets: uniform's final zero-shot accuracy (mean of its last three evaluations); "
-              "an arm reaches it at the first evaluation whose three-evaluation mean is at or above it. Compute counts "
-              "the learner, proxy scoring and training, and the reference's training and caching pass in full "
-              "(amortised: the reference's one-off costs over 10 runs). Updates and compute are deterministic given the "
-              "seed; wall-clock is not (shared 2-core machine)."]
+    lines += ["", f"Uniform's final zero-shot over seeds: {', '.join(f'{v:.4f}' for v in sorted(spread))} "
+                  f"(spread {max(spread) - min(spread):.4f})." if spread else "",
+              f"Learner / proxy forward FLOPs per example: {', '.join(map(str, ratios)) or 'n/a'}. Medians over seeds. "
+              "Target: uniform's final zero-shot accuracy (mean of its last three evaluations); an arm reaches it at the "
+              "first evaluation whose three-evaluation mean is at or above it (mid-schedule: conservative). Compute counts "
+              "the learner, proxy scoring and training, and the reference's training and caching pass in full (amortised: "
+              "the reference's one-off costs over 10 runs); the oracle's filter is free by definition. Attribute "
+              "accuracies: the image's caption re-rendered with each value of one attribute, at the last evaluation, on "
+              "the retrieval pairs. Updates and compute are deterministic given the seed; wall-clock is not (shared "
+              "2-core machine, one thread per process)."]
     return "\n".join(lines) + "\n"
 
 
-def merge(paths: list[str], results: str) -> int:
+def write(rows: list[dict], arms: list[str], results: str, name: str, meta: dict) -> str:
+    med = medians(rows, ("arm", "filtering"), KEYS, tuple(arms))
+    os.makedirs(results, exist_ok=True)
+    md = markdown(med, rows, meta["command"], meta["settings"], meta["machine"])
+    atomic_write_text(os.path.join(results, f"{name}.json"), json.dumps({"rows": rows, "medians": med, **meta}, indent=2) + "\n")
+    atomic_write_text(os.path.join(results, f"{name}.md"), md)
+    return md
+
+
+def merge(paths: list[str], results: str, name: str) -> int:
     """Combine results files of disjoint seeds run as separate processes into one table."""
     parts = []
     for path in paths:
@@ -78,50 +141,48 @@ def merge(paths: list[str], results: str) -> int:
             parts.append(json.load(f))
     if len({p["settings"] for p in parts}) != 1:
         raise SystemExit("the results files were run with different settings: " + "; ".join(p["settings"] for p in parts))
-    rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: (r["seed"], ARMS.index(r["arm"])))
+    arms = list(dict.fromkeys(a for p in parts for a in p["arms"]))
+    rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: (r["seed"], arms.index(r["arm"])))
     seeds = [r["seed"] for r in rows if r["arm"] == "uniform"]
     if len(seeds) != len(set(seeds)):
         raise SystemExit(f"seeds overlap between the results files: {sorted(seeds)}")
-    command = " & ".join(p["command"] for p in parts) + " (in parallel), then python bench/activeclip.py --merge=..."
-    settings = parts[0]["settings"]
-    med = medians(rows, ("noise", "arm", "filtering"), KEYS, ARMS)
-    os.makedirs(results, exist_ok=True)
-    atomic_write_text(os.path.join(results, "activeclip.json"), json.dumps(
-        {"rows": rows, "medians": med, "command": command, "machine": parts[0]["machine"], "settings": settings,
-         "seconds": max(p["seconds"] for p in parts), "seconds_per_process": [p["seconds"] for p in parts]},
-        indent=2) + "\n")
-    atomic_write_text(os.path.join(results, "activeclip.md"), markdown(med, rows, command, settings, parts[0]["machine"]))
-    print(markdown(med, rows, command, settings, parts[0]["machine"]))
+    meta = {"arms": arms, "command": " & ".join(p["command"] for p in parts) + " (in parallel), then --merge",
+            "machine": parts[0]["machine"], "settings": parts[0]["settings"],
+            "seconds": max(p["seconds"] for p in parts), "seconds_per_process": [p["seconds"] for p in parts]}
+    print(write(rows, arms, results, name, meta))
     return 0
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="one seed")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--jest-filtering", type=float, default=0.8)
+    p.add_argument("--arms", default=",".join(ARMS), help=f"comma list from {', '.join(ARMS)} (uniform is always run)")
+    p.add_argument("--smoke", action="store_true", help="tiny settings (seconds), for the tests")
     p.add_argument("--amortise", type=int, default=10)
     p.add_argument("--out", default="runs/bench-activeclip")
     p.add_argument("--results", default="bench/results")
+    p.add_argument("--name", default="activeclip", help="results file name (without .json / .md)")
     p.add_argument("--merge", default="", help="comma list of results JSON files of disjoint seeds (run in parallel): "
                                                "write their rows' medians into --results; trains nothing")
     a, extra = p.parse_known_args()
     if a.merge:
-        return merge(a.merge.split(","), a.results)
-    seeds = [0] if a.quick else [int(s) for s in a.seeds.split(",")]
-    base = C.apply_overrides(C.RunConfig(), BENCH_OVERRIDES + extra)
-    name = "activeclip-quick" if a.quick else "activeclip"
+        return merge(a.merge.split(","), a.results, a.name)
+    arms = ["uniform"] + [x for x in dict.fromkeys(a.arms.split(",")) if x and x != "uniform"]
+    unknown = [x for x in arms if x not in ARMS]
+    if unknown:
+        raise SystemExit(f"--arms: unknown {unknown}; choose from {', '.join(ARMS)}")
+    base = C.apply_overrides(C.RunConfig(), BENCH_OVERRIDES + (SMOKE if a.smoke else []) + extra)
     command = "python bench/activeclip.py " + " ".join(sys.argv[1:])
-    filtering = dict(FILTERING, jest=a.jest_filtering)
-    settings = (f"learner {base.pairs.learner}, proxy/reference {base.pairs.proxy}, {base.pairs.loss} loss, actor loss "
-                f"{base.pairs.actor_loss}, b={base.train.batch_size}, JEST in {base.pairs.n_chunks} chunks, "
-                f"{base.train.steps} steps, learner lr {base.train.lr:g} ({base.train.schedule}, warm-up {base.train.warmup}), "
-                f"initial logit scale/bias {base.pairs.logit_scale_init:g}/{base.pairs.logit_bias_init:g}, pool {base.data.pool_size or 50000}, eval every {base.train.eval_every} "
-                f"on {base.data.test_size or 10000} test images, reference {base.reference.epochs} epochs on "
-                f"{base.data.reference_size} curated pairs, torch threads {base.train.threads or 'default'}")
+    t, pr = base.train, base.pairs
+    settings = (f"noise {', '.join(f'{k} {getattr(pr, k)}' for k in NOISE)}; learner {pr.learner}, proxy/reference "
+                f"{pr.proxy}, {pr.loss} loss, actor loss {pr.actor_loss}, b={t.batch_size}, JEST in {pr.n_chunks} chunks, "
+                f"{t.steps} steps, lr {t.lr:g} ({t.schedule} to {t.final_lr_fraction:g}, warm-up {t.warmup}), initial logit "
+                f"scale/bias {pr.logit_scale_init:g}/{pr.logit_bias_init:g}, pool {base.data.pool_size or 50000}, eval every "
+                f"{t.eval_every} on {base.data.test_size or 10000} test images, reference {base.reference.epochs} epochs on "
+                f"{base.data.reference_size} curated pairs, torch threads {t.threads or 'default'}")
     rows: list[dict] = []
     t0 = time.time()
-    for seed in seeds:
+    for seed in (int(s) for s in a.seeds.split(",")):
         cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, seed=seed),
                                   train=dataclasses.replace(base.train, seed=seed))
         out = os.path.join(a.out, f"seed{seed}")
@@ -129,23 +190,16 @@ def main() -> int:
             raise SystemExit(f"{out} exists; remove it or pass --out=NEW_FOLDER")
         cfg = dataclasses.replace(cfg, reference=dataclasses.replace(cfg.reference, dir=os.path.join(out, "reference")))
         data = build_pairs(cfg)
-        order = list(ARMS[seed % 3:] + ARMS[:seed % 3])  # arm order rotates with the seed (wall-clock drift)
-        for arm in order:
-            c = arm_config(cfg, arm, out)
-            c = dataclasses.replace(c, selection=dataclasses.replace(c.selection, filter_ratio=filtering[arm] or c.selection.filter_ratio))
-            run_clip(c, data)
-        for r in arm_rows(out, list(ARMS), a.amortise, extra_keys=("r1_i2t", "r1_t2i", "r5_i2t", "r5_t2i")):
-            r.update({"noise": base.pairs.swapped, "filtering": filtering[r["arm"]], "seed": seed,
-                      "final_zeroshot": r["final_accuracy"]})
+        order = arms[seed % len(arms):] + arms[:seed % len(arms)]  # rotates with the seed (wall-clock drift)
+        for name in order:
+            run_clip(arm_run_config(cfg, name, out), (clean_only(data[0]), data[1]) if name == "oracle" else data)
+            print(f"[{time.time() - t0:6.0f}s] seed={seed} {name} done", flush=True)
+        for r in arm_rows(out, arms, a.amortise, extra_keys=EXTRA):
+            r.update({"filtering": ARMS[r["arm"]][1], "seed": seed, "final_zeroshot": r["final_accuracy"]})
             rows.append(r)
-        print(f"[{time.time() - t0:6.0f}s] seed={seed} done", flush=True)
-        med = medians(rows, ("noise", "arm", "filtering"), KEYS, ARMS)
-        os.makedirs(a.results, exist_ok=True)
-        atomic_write_text(os.path.join(a.results, f"{name}.json"), json.dumps(
-            {"rows": rows, "medians": med, "command": command, "machine": machine(), "settings": settings,
-             "seconds": time.time() - t0}, indent=2) + "\n")
-        atomic_write_text(os.path.join(a.results, f"{name}.md"), markdown(med, rows, command, settings))
-    print(markdown(medians(rows, ("noise", "arm", "filtering"), KEYS, ARMS), rows, command, settings))
+        meta = {"arms": arms, "command": command, "machine": machine(), "settings": settings, "seconds": time.time() - t0}
+        md = write(rows, arms, a.results, a.name, meta)
+    print(md)
     return 0
 
 

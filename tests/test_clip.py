@@ -220,3 +220,61 @@ def test_config_rejects_bad_logit_inits_naming_the_key(key, value):
     cfg = C.apply_overrides(C.RunConfig(), ["--task=clip", f"--{key}={value}"])
     with pytest.raises(C.ConfigError, match=key.replace(".", r"\.")):
         C.validate(cfg)
+
+
+def test_attribute_accuracy_reads_each_field_of_the_caption():
+    from learnability.clip_eval import attribute_accuracy
+    from learnability.pairs.captions import COLOURS, describe
+
+    g = torch.Generator().manual_seed(0)
+    n = 60
+    attrs = torch.stack([torch.randint(0, k, (n,), generator=g) for k in (10, 6, 2, 4)], 1)[:, None]  # [N, 1, 4]
+    style = torch.randint(0, 2**40, (n,), generator=g)
+    captions = describe(attrs, style)
+
+    def colour_of(text: str) -> int:  # a text tower that reads only the colour word
+        return next(i for i, c in enumerate(COLOURS) if f" {c} " in f" {text} ")
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        return torch.nn.functional.one_hot(torch.tensor([colour_of(t) for t in texts]), 6).float()
+
+    images = encode(captions)  # an image tower that sees only the colour
+    acc = attribute_accuracy(images, attrs, style, encode)
+    assert acc["attr_colour"] == 1.0
+    # the other fields' variants all share the true colour: ties, resolved to value 0
+    assert acc["attr_class"] == pytest.approx(float((attrs[:, 0, 0] == 0).float().mean()))
+    assert acc["attr_size"] == pytest.approx(float((attrs[:, 0, 2] == 0).float().mean()))
+
+
+def test_clean_and_noisy_pools_tokenize_alike(tmp_path):
+    """Pools differing only in caption noise give the learner the same vocabulary and token ids."""
+    if not FMNIST:
+        pytest.skip("dataset-fashion-mnist is not installed")
+    vocabs = []
+    for noise in ("--pairs.swapped=0", "--pairs.swapped=0.3"):
+        out = tmp_path / noise[-1]
+        assert main(["run", f"--out={out}", *TINY, noise, "--train.steps=1", "--selection.score=uniform"]) == 0
+        vocabs.append(json.loads((out / "tokenizer.json").read_text())["vocab"])
+    assert vocabs[0] == vocabs[1]
+
+
+def test_selection_window_scores_and_trains_the_proxy_only_where_asked(tmp_path):
+    """selection.start/end: before the window the proxy trains but nothing is scored; after it,
+    neither; every step draws B and trains the learner on b."""
+    from learnability.data import build_data
+    from learnability.loop import run
+
+    cfg = C.apply_overrides(C.RunConfig(), ["--data.source=digits", "--data.reference_size=300", "--train.steps=8",
+                                           "--train.batch_size=16", "--train.eval_every=4", "--progress=false",
+                                           "--reference.epochs=1", "--selection.start=3", "--selection.end=5",
+                                           f"--out={tmp_path}"])
+    run(cfg, build_data(cfg.data))
+    rows = read_jsonl(str(tmp_path / "metrics.jsonl"))
+    assert [r["step"] for r in rows if "loss_online_candidates" in r] == [3, 4, 5]
+    assert [r["step"] for r in rows if "loss_proxy" in r] == [1, 2, 3, 4, 5]
+    assert [r["candidates_drawn"] for r in rows] == [32 * s for s in range(1, 9)]
+    assert rows[2]["flops_scoring"] > rows[1]["flops_scoring"] == 0 and rows[-1]["flops_scoring"] == rows[4]["flops_scoring"]
+    with pytest.raises(C.ConfigError, match="selection.end"):
+        C.validate(C.apply_overrides(cfg, ["--selection.end=2"]))
+    with pytest.raises(C.ConfigError, match="selection.start"):
+        C.validate(C.apply_overrides(cfg, ["--selection.start=0"]))

@@ -13,7 +13,9 @@ from learnability.pairs import (CLEAN, KIND_NAMES, SWAPPED, UNINFORMATIVE, UNINF
                                 class_prompts, corrupt_pairs, describe, hard_negatives, make_pair_splits, render_pairs)
 from learnability.pairs.captions import (CLASS_SYNONYMS, COLOUR_RGB, COLOURS, POSITION_SYNONYMS, SIZE_SYNONYMS,
                                          id_uniform)
-from learnability.pairs.noise import change_one_attribute
+from learnability.pairs.noise import change_one_attribute, synthetic_vocabulary
+from learnability.pairs.pairset import DUPLICATE
+from learnability.pairs.tokenizer import WordTokenizer, split_words
 from learnability.pairs.synthetic import object_sizes
 
 
@@ -126,7 +128,37 @@ def test_noise_fractions_exact_and_recorded_per_id() -> None:
     again = corrupt_pairs(clean, swapped=0.2, uninformative=0.1, wrong_attribute=0.15, seed=5)
     assert again.captions == p.captions and torch.equal(again.corruption, p.corruption)
     assert corrupt_pairs(clean, swapped=0.2, seed=6).captions != corrupt_pairs(clean, swapped=0.2, seed=5).captions
-    assert set(KIND_NAMES) == {0, 1, 2, 3}
+    assert set(KIND_NAMES) == {0, 1, 2, 3, 4}
+
+
+def test_duplicates_copy_clean_pairs_whole_and_keep_their_own_ids() -> None:
+    clean = render_pairs(_garments(400), two_objects=0.3, seed=2)
+    p = corrupt_pairs(clean, swapped=0.1, duplicates=0.2, seed=3)
+    dup = (p.corruption == DUPLICATE).nonzero().flatten()
+    assert len(dup) == 80 and torch.equal(p.ids, clean.ids)
+    assert not torch.equal(clean.images, p.images) and torch.equal(clean.images[p.corruption == CLEAN], p.images[p.corruption == CLEAN])
+    originals = set()
+    for i in dup.tolist():  # each copy is a whole clean pair of the pool: image, caption, labels, attributes, style
+        j = next(j for j in range(400) if p.corruption[j] == CLEAN and p.style[j] == p.style[i])  # styles are per-id hashes
+        assert p.captions[i] == p.captions[j] == p.true_captions[i] and p.labels[i] == p.labels[j]
+        assert torch.equal(p.attributes[i], p.attributes[j]) and torch.equal(p.images[i], p.images[j])
+        originals.add(j)
+    assert 1 <= len(originals) <= 80 // 4  # a few originals, each copied several times
+    with pytest.raises(ValueError, match="below 1"):
+        corrupt_pairs(clean, swapped=0.5, duplicates=0.5)
+
+
+def test_synthetic_vocabulary_holds_every_word_and_ignores_the_noise() -> None:
+    clean = render_pairs(_garments(300), two_objects=0.5, seed=1)
+    noisy = corrupt_pairs(clean, swapped=0.2, uninformative=0.2, wrong_attribute=0.2, duplicates=0.1, seed=4)
+    vocab = synthetic_vocabulary()
+    assert vocab[:4] == ["<pad>", "<unk>", "<bos>", "<eos>"] and vocab[4:] == sorted(vocab[4:])
+    words = {w for text in [*clean.captions, *hard_negatives(clean), *class_prompts()] for w in split_words(text)}
+    assert words <= set(vocab)
+    junk = {w for text in noisy.captions for w in split_words(text)} - set(vocab)
+    assert junk and all(any(ch.isdigit() for ch in w) for w in junk)  # only junk file numbers map to UNK
+    assert WordTokenizer(vocab).encode(["a photo of a red tee"]).tolist() == \
+        WordTokenizer(synthetic_vocabulary()).encode(["a photo of a red tee"]).tolist()
 
 
 def test_change_one_attribute_and_hard_negatives() -> None:

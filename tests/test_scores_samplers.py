@@ -28,6 +28,7 @@ EXPECTED = {
     "easy_reference": -REFERENCE,
     "rho": LEARNER - REFERENCE,
     "uniform": torch.zeros(B),
+    "random": torch.zeros(B),  # the random-subset control: selection by softmax of equal scores
 }
 
 

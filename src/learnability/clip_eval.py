@@ -3,6 +3,8 @@ values; `evaluate_clip` embeds a split with a dual encoder and returns them all.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -43,4 +45,41 @@ def retrieval_recall(image_emb: torch.Tensor, text_emb: torch.Tensor, ks: tuple[
     for k in ks:
         out[f"r{k}_i2t"] = float((i2t < k).float().mean())
         out[f"r{k}_t2i"] = float((t2i < k).float().mean())
+    return out
+
+
+@torch.no_grad()
+def embed_text(model: nn.Module, tokens: torch.Tensor, batch_size: int, device: torch.device,
+               autocast: bool = False) -> torch.Tensor:
+    """L2-normalised text embeddings `[N, D]` (CPU, float32) of a `DualEncoder`'s text tower."""
+    was = model.training
+    model.eval()
+    out = []
+    try:
+        for i in range(0, tokens.shape[0], batch_size):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                out.append(nn.functional.normalize(model.text_tower(tokens[i:i + batch_size].to(device)).float(), dim=-1).cpu())
+    finally:
+        model.train(was)
+    return torch.cat(out)
+
+
+def attribute_accuracy(image_emb: torch.Tensor, attributes: torch.Tensor, style: torch.Tensor,
+                       encode: Callable[[list[str]], torch.Tensor]) -> dict[str, float]:
+    """Zero-shot accuracy on each caption attribute, in caption context: for every image `[N, D]`
+    and attribute field (class, colour, size, position of its first object), its true caption is
+    re-rendered (same template and synonyms, `pairs.describe`) with each value of that field, and the
+    image is classified by the most similar variant. `encode(captions) -> [M, D]` embeds texts.
+    Returns `{"attr_class": ..., "attr_colour": ..., "attr_size": ..., "attr_position": ...}`."""
+    from learnability.pairs.captions import FIELD_SIZES, describe
+    from learnability.pairs.pairset import ATTRIBUTE_FIELDS
+
+    n = image_emb.shape[0]
+    out = {}
+    for field, (name, k) in enumerate(zip(ATTRIBUTE_FIELDS, FIELD_SIZES)):
+        variants = attributes[:n].unsqueeze(0).repeat(k, 1, 1, 1)  # [K, N, O, 4]
+        variants[:, :, 0, field] = torch.arange(k)[:, None]
+        texts = describe(variants.reshape(k * n, *attributes.shape[1:]), style[:n].repeat(k))
+        sim = (encode(texts).reshape(k, n, -1) * image_emb[None]).sum(-1)  # [K, N]
+        out[f"attr_{name}"] = float((sim.argmax(0) == attributes[:n, 0, field]).float().mean())
     return out

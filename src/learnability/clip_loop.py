@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 from learnability import config as C
 from learnability import faults
 from learnability.checkpoint import Checkpointer
-from learnability.batch import take
-from learnability.clip_eval import embed, retrieval_recall, zero_shot_accuracy
+from learnability.batch import rows, take
+from learnability.clip_eval import attribute_accuracy, embed, embed_text, retrieval_recall, zero_shot_accuracy
 from learnability.contrastive import (clip_loss, clip_loss_per_example, clip_loss_per_example_from_rows, dot_product_loss,
                                       embedding_rows, joint_loss_matrix, joint_loss_matrix_from_rows, siglip_loss)
 from learnability.data import IndexStream
@@ -34,10 +34,12 @@ from learnability.joint import list_joint_samplers
 from learnability.scores import NonFiniteLossError, get_score
 from learnability.pairs import CLEAN, class_prompts
 from learnability.pairs.build import build_pairs
+from learnability.pairs.noise import synthetic_vocabulary
 from learnability.pairs.pairset import PairSplits
 from learnability.pairs.tokenizer import WordTokenizer
 from learnability.reference import fit, load_or_train_reference
-from learnability.runtime import build_selector, learner_lr, learner_step, make_ema, seeded, start_run, super_batch_size
+from learnability.runtime import (build_selector, learner_lr, learner_step, make_ema, seeded, selection_window, start_run,
+                                  super_batch_size)
 
 
 def train_loss_fn(kind: str):
@@ -95,7 +97,8 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None, resum
     # Data: pairs, a tokenizer built from the training captions (saved with the run), token ids.
     splits, skipped = data if data is not None else build_pairs(cfg)
     pool, ref_set, test = splits.pool, splits.reference, splits.test
-    tokenizer = WordTokenizer.build(pool.captions + ref_set.captions, max_len=p.max_len)
+    tokenizer = (WordTokenizer(synthetic_vocabulary(), p.max_len) if p.source == "synthetic"  # the same ids whatever the noise
+                 else WordTokenizer.build(pool.captions + ref_set.captions, max_len=p.max_len))
     tokenizer.save(os.path.join(cfg.out, "tokenizer.json"))
     images, tokens = pool.images, tokenizer.encode(pool.captions)
     selecting = s.score != "uniform"
@@ -165,8 +168,11 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None, resum
         ledger.add("data", seconds=time.perf_counter() - t0)
         row: dict = {"step": step}
 
-        # 2-3. Score with the proxies; select b, independently or jointly (JEST).
-        if selector is not None:
+        # 2-3. Score with the proxies; select b, independently or jointly (JEST); outside selection.start/end: the first b.
+        active, proxy_on = selection_window(cfg, step)
+        if selector is not None and not active:
+            pos, batch = pos[:b], rows(batch, 0, b)
+        elif selector is not None:
             sel = selector.select_index(batch, ids)
             for kind, v in sel.losses.items():
                 row[f"loss_{kind}_candidates"] = float(v.mean())
@@ -178,7 +184,7 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None, resum
                             autocast=autocast, where=f"arm {arm}, at step {step} (files kept in {cfg.out})",
                             lr=learner_lr(cfg, step))
         ledger.add("learner", flops=learner_cost.train * b + ema_flops, seconds=time.perf_counter() - t0)
-        if selector is not None and selector.proxy is not None:
+        if selector is not None and selector.proxy is not None and proxy_on:
             try:
                 row["loss_proxy"] = selector.train_proxy(batch)
             except FloatingPointError as e:
@@ -201,6 +207,9 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None, resum
             else:
                 accuracy = (row["r1_i2t"] + row["r1_t2i"]) / 2
             row["test_accuracy"] = accuracy
+            if step == t.steps and test.attributes is not None and test.style is not None:  # per attribute, once
+                row.update(attribute_accuracy(img[:n_ret], test.attributes, test.style, lambda texts: embed_text(
+                    model, tokenizer.encode(texts), t.eval_batch_size, device, autocast)))
             ledger.add("eval", seconds=time.perf_counter() - t0)
             row["seconds_eval"] = ledger.seconds["eval"]
             bar.set_postfix(acc=f"{accuracy:.3f}")

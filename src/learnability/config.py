@@ -55,6 +55,8 @@ class SelectionConfig:
     temperature: float = 1.0
     filter_ratio: float = 0.5      # f: super-batch B = b / (1 - f)
     proxy_lr: float = 1e-3
+    start: int = 1                 # first step that selects; before it the learner trains on b of the B drawn, uniformly
+    end: int = 0                   # last step that selects (0: the last step); after it, uniform, and the proxy stops training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +99,7 @@ class PairsConfig:
     swapped: float = 0.3           # pool captions swapped with another example's
     uninformative: float = 0.0     # pool captions replaced by junk alt-text
     wrong_attribute: float = 0.0   # pool captions with one attribute wrong
+    duplicates: float = 0.0        # pool pairs replaced by exact copies of other pool pairs
     max_len: int = 32              # tokens per caption
     learner: str = "dual_cnn_small"
     proxy: str = "dual_cnn_tiny"   # online proxy; the reference shares it
@@ -313,6 +316,8 @@ def validate(cfg: RunConfig) -> None:
         (0.0 <= s.filter_ratio < 1.0, "selection.filter_ratio", "must be in [0, 1) (B = b / (1 - f))"),
         (s.temperature > 0 and s.temperature != float("inf"), "selection.temperature", "must be a finite number > 0"),
         (0 < s.proxy_lr < math.inf, "selection.proxy_lr", "must be a finite number > 0"),
+        (s.start >= 1, "selection.start", "must be >= 1 (the first step that selects)"),
+        (s.end == 0 or s.end >= s.start, "selection.end", f"must be 0 (to the last step) or >= selection.start={s.start}"),
         (s.score in list_scores(), "selection.score", f"must be one of {', '.join(list_scores())}"),
         (s.sampler in list_samplers(), "selection.sampler", f"must be one of {', '.join(list_samplers())}"),
         (cfg.model.learner in list_models(), "model.learner", f"must be one of {', '.join(list_models())}"),
@@ -354,7 +359,9 @@ def validate(cfg: RunConfig) -> None:
             (p.image_size >= 1, "pairs.image_size", "must be >= 1"),
             (p.retrieval_size >= 1, "pairs.retrieval_size", "must be >= 1"),
             (0 <= p.two_objects <= 1, "pairs.two_objects", "must be in [0, 1]"),
-            *[(0 <= getattr(p, k) < 1, f"pairs.{k}", "must be in [0, 1)") for k in ("swapped", "uninformative", "wrong_attribute")],
+            *[(0 <= getattr(p, k) < 1, f"pairs.{k}", "must be in [0, 1)") for k in ("swapped", "uninformative", "wrong_attribute", "duplicates")],
+            (p.swapped + p.uninformative + p.wrong_attribute + p.duplicates < 1, "pairs.swapped/uninformative/wrong_attribute/duplicates",
+             "must add up to below 1 (they corrupt disjoint examples)"),
             (s.sampler not in list_joint_samplers() or t.batch_size % p.n_chunks == 0, "pairs.n_chunks",
              f"must divide train.batch_size={t.batch_size} for joint selection (JEST draws equal chunks)"),
         ]
@@ -395,6 +402,8 @@ def _ray_checks(cfg: RunConfig) -> list[tuple[bool, str, str]]:
         (not _scores_with_learner(cfg.selection.score), "selection.score",
          "scores that use the learner's own loss (rho) need the learner on every actor; use backend=local"),
         (cfg.checkpoint.every == 0, "checkpoint.every", "checkpoints do not cover backend=ray yet; use backend=local"),
+        ((cfg.selection.start, cfg.selection.end) == (1, 0), "selection.start/end",
+         "a selection window is not supported with backend=ray (actors select every batch); use backend=local"),
     ]
 
 

@@ -25,7 +25,8 @@ from learnability.losses import cross_entropy
 from learnability.models import build_model
 from learnability.reference import prepare_reference
 from learnability.scores import NonFiniteLossError, get_score
-from learnability.runtime import build_selector, learner_lr, learner_step, make_ema, seeded, start_run, super_batch_size
+from learnability.runtime import (build_selector, learner_lr, learner_step, make_ema, seeded, selection_window, start_run,
+                                  super_batch_size)
 
 
 @torch.no_grad()
@@ -133,8 +134,11 @@ def run(cfg: C.RunConfig, splits: Splits | None = None, resume: bool = False) ->
         ledger.add("data", seconds=time.perf_counter() - t0)
         row: dict = {"step": step}
 
-        # 2-3. Score the super-batch with the proxies and select b of it.
-        if selector is not None:
+        # 2-3. Score the super-batch with the proxies and select b of it (outside selection.start/end: its first b).
+        active, proxy_on = selection_window(cfg, step)
+        if selector is not None and not active:
+            pos, x, y = pos[:b], x[:b], y[:b]
+        elif selector is not None:
             if online_ref is not None:  # a reference trained alongside, on clean curated batches
                 _sync(device)
                 t0 = time.perf_counter()
@@ -159,7 +163,7 @@ def run(cfg: C.RunConfig, splits: Splits | None = None, resume: bool = False) ->
                             device=device, autocast=autocast, where=f"arm {s.score}, at step {step} (files kept in {cfg.out})",
                             lr=learner_lr(cfg, step))
         ledger.add("learner", flops=learner_cost.train * b + ema_flops, seconds=time.perf_counter() - t0)
-        if selector is not None and selector.proxy is not None:
+        if selector is not None and selector.proxy is not None and proxy_on:
             try:
                 row["loss_proxy"] = selector.train_proxy((x, y))
             except FloatingPointError as e:

@@ -55,6 +55,16 @@ def learner_lr(cfg: C.RunConfig, step: int) -> float:
     return lr_at(step, lr=t.lr, steps=t.steps, warmup=t.warmup, schedule=t.schedule, final_fraction=t.final_lr_fraction)
 
 
+def selection_window(cfg: C.RunConfig, step: int) -> tuple[bool, bool]:
+    """At update `step`: (select from the super-batch, train the online proxy). Selection runs from
+    `selection.start` to `selection.end` (0: the last step); outside it the learner trains on the
+    first b of the super-batch (a uniform draw). The proxy trains until selection ends (before a late
+    start too, so it has followed the learner's curriculum when selection begins)."""
+    s = cfg.selection
+    before_end = s.end == 0 or step <= s.end
+    return s.start <= step and before_end, before_end
+
+
 def make_ema(model: nn.Module, decay: float) -> tuple[AveragedModel | None, float]:
     """An EMA of the model's weights and BN buffers (None when decay is 0), and its FLOPs per
     update (3 per parameter). Evaluating it measures the model, not the last step's noise."""

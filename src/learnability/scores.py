@@ -112,6 +112,14 @@ def uniform(*, n: int) -> torch.Tensor:
     return torch.zeros(n)
 
 
+@register_score()
+def random(*, n: int) -> torch.Tensor:
+    """The random-subset control: a super-batch of B drawn like every selection arm's, b of it kept
+    uniformly at random (unlike `uniform`, which draws only b). It separates what selection gains
+    from what drawing more candidates per update does."""
+    return torch.zeros(n)
+
+
 @register_score("learner", "reference")
 def rho(*, n: int, learner: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """RHO-LOSS: the learner's own loss minus the reference's (scores with the big model)."""

@@ -22,6 +22,7 @@ def build_pairs(cfg) -> tuple[PairSplits, int]:
         return synthetic_pairs(path=d.path, reference_size=d.reference_size, pool_size=d.pool_size,
                                test_size=d.test_size, canvas=p.image_size, two_objects=p.two_objects,
                                swapped=p.swapped, uninformative=p.uninformative, wrong_attribute=p.wrong_attribute,
+                               duplicates=p.duplicates,
                                seed=d.seed), 0
     parts, skipped = [], 0
     cache = p.shard_cache or os.path.join(cfg.out, "shard-cache")

@@ -91,6 +91,18 @@ def describe(attributes: torch.Tensor, style: torch.Tensor) -> list[str]:
     return out
 
 
+def grammar_words() -> list[str]:
+    """Every word (as `tokenizer.split_words` splits text) that a built-in caption, a hard negative
+    or a zero-shot prompt can hold, sorted: a vocabulary that does not depend on which captions a
+    pool happens to hold, so pools that differ only in their caption noise tokenize alike."""
+    from learnability.pairs.tokenizer import split_words
+
+    texts = [*OBJECT_TEMPLATES, *CAPTION_TEMPLATES, *JOINERS, "an", *COLOURS,
+             *(w for group in (*CLASS_SYNONYMS, *SIZE_SYNONYMS, *POSITION_SYNONYMS) for w in group)]
+    words = {w for t in texts for w in split_words(re.sub(r"\{\w\}", " ", t))}
+    return sorted(words)
+
+
 def class_prompts(class_names: tuple[str, ...] | list[str] = CLASS_NAMES, template: str = "a photo of a {}") -> list[str]:
     """One zero-shot prompt per class, e.g. 'a photo of a sneaker', 'a photo of an ankle boot'."""
     if "{}" not in template:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from learnability.pairs.captions import FIELD_SIZES, describe
-from learnability.pairs.pairset import SWAPPED, UNINFORMATIVE, WRONG_ATTRIBUTE, PairSet
+from learnability.pairs.pairset import DUPLICATE, SWAPPED, UNINFORMATIVE, WRONG_ATTRIBUTE, PairSet
 
 UNINFORMATIVE_TEXTS = ("image", "photo.jpg", "click here", "untitled", "IMG_{n:04d}.JPG", "thumbnail", "download",
                        "view full size", "no description available", "DSC{n:05d}.jpg", "product image", "img")
 _REDRAWS = 20
+COPIES_PER_ORIGINAL = 8  # duplicates: each duplicated pair appears this many extra times on average
 
 
 def _needs_synthetic(pairs: PairSet, what: str) -> None:
@@ -42,22 +45,28 @@ def hard_negatives(pairs: PairSet, seed: int = 0) -> list[str]:
 
 
 def corrupt_pairs(pairs: PairSet, *, swapped: float = 0.0, uninformative: float = 0.0, wrong_attribute: float = 0.0,
-                  seed: int = 0) -> PairSet:
+                  duplicates: float = 0.0, seed: int = 0) -> PairSet:
     """Return a copy of `pairs` whose captions, for disjoint fractions of the examples (exactly
     round(fraction * N) each), become:
 
     - swapped: the clean caption of another example (mismatched alt-text); redrawn when the text
       or the attributes would match its own;
     - uninformative: junk alt-text from `UNINFORMATIVE_TEXTS` ("image", "photo.jpg", ...);
-    - wrong_attribute: its own caption with exactly one attribute wrong (synthetic pairs only).
-    Images (shared, not copied), ids, labels and true captions are kept; `corruption` records the
-    kind per example.
+    - wrong_attribute: its own caption with exactly one attribute wrong (synthetic pairs only);
+    - duplicates: an exact copy (image and caption) of one of the clean examples left, about
+      `COPIES_PER_ORIGINAL` copies of each duplicated original, as popular web images recur.
+    Ids are kept (each copy keeps its own id, as a re-posted image has its own URL); images are
+    shared, not copied, unless there are duplicates; `corruption` records the kind per example and
+    `true_captions` what each image shows.
     """
-    for name, v in (("swapped", swapped), ("uninformative", uninformative), ("wrong_attribute", wrong_attribute)):
+    fractions = {"swapped": swapped, "uninformative": uninformative, "wrong_attribute": wrong_attribute,
+                 "duplicates": duplicates}
+    for name, v in fractions.items():
         if not 0.0 <= v < 1.0:
             raise ValueError(f"{name} must be in [0, 1); got {v}")
-    if swapped + uninformative + wrong_attribute >= 1.0:
-        raise ValueError("swapped + uninformative + wrong_attribute must be below 1 (they corrupt disjoint examples)")
+    if sum(fractions.values()) >= 1.0:
+        raise ValueError("swapped + uninformative + wrong_attribute + duplicates must be below 1 "
+                         "(they corrupt disjoint examples)")
     n = len(pairs)
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=g)
@@ -65,6 +74,8 @@ def corrupt_pairs(pairs: PairSet, *, swapped: float = 0.0, uninformative: float 
     swap_i = order[:n_swap]
     junk_i = order[n_swap:n_swap + n_junk]
     wrong_i = order[n_swap + n_junk:n_swap + n_junk + n_wrong]
+    dup_i = order[n_swap + n_junk + n_wrong:n_swap + n_junk + n_wrong + round(duplicates * n)]
+    clean_i = order[n_swap + n_junk + n_wrong + len(dup_i):]
     captions, code, truth = list(pairs.captions), pairs.corruption.clone(), pairs.true_captions
     if n_swap:
         if n < 2:
@@ -92,5 +103,46 @@ def corrupt_pairs(pairs: PairSet, *, swapped: float = 0.0, uninformative: float 
         for i, text in zip(wrong_i.tolist(), wrong):
             captions[i] = text
         code[wrong_i] = WRONG_ATTRIBUTE
+    if len(dup_i):
+        return _duplicate(pairs, captions, code, list(truth), dup_i, clean_i, g)
     return PairSet(pairs.images, captions, pairs.ids.clone(), pairs.labels, pairs.attributes, code, list(truth),
                    pairs.style, pairs.class_names)
+
+
+def _duplicate(pairs: PairSet, captions: list[str], code: torch.Tensor, truth: list[str], dup_i: torch.Tensor,
+               clean_i: torch.Tensor, g: torch.Generator) -> PairSet:
+    """`pairs` with rows `dup_i` overwritten by copies of originals drawn from `clean_i`."""
+    if not isinstance(pairs.images, torch.Tensor):
+        raise ValueError("duplicates rewrite images, which needs pairs held in memory (not read from shards)")
+    if not len(clean_i):
+        raise ValueError("duplicates need some clean examples left to copy; lower the corruption fractions")
+    originals = clean_i[torch.randperm(len(clean_i), generator=g)[:max(1, round(len(dup_i) / COPIES_PER_ORIGINAL))]]
+    src = originals[torch.randint(0, len(originals), (len(dup_i),), generator=g)]
+    images = pairs.images.clone()
+    images[dup_i] = pairs.images[src]
+    for i, j in zip(dup_i.tolist(), src.tolist()):
+        captions[i], truth[i] = captions[j], truth[j]
+    code[dup_i] = DUPLICATE
+
+    def copy(t: torch.Tensor | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        t = t.clone()
+        t[dup_i] = t[src]
+        return t
+
+    return PairSet(images, captions, pairs.ids.clone(), copy(pairs.labels), copy(pairs.attributes), code, truth,
+                   copy(pairs.style), pairs.class_names)
+
+
+def synthetic_vocabulary() -> list[str]:
+    """The built-in pairs' vocabulary, fixed by their grammar: the special tokens, then every word
+    a caption, hard negative, prompt or junk alt-text can hold, sorted (junk numbers map to UNK).
+    Independent of the caption noise, so a clean and a noisy pool give the learner the same
+    token ids (a vocabulary sorted by word counts would differ, and with it every word's initial
+    embedding)."""
+    from learnability.pairs.captions import grammar_words
+    from learnability.pairs.tokenizer import SPECIALS, split_words
+
+    junk = {w for t in UNINFORMATIVE_TEXTS for w in split_words(re.sub(r"\{[^}]*\}", " ", t))}
+    return list(SPECIALS) + sorted(set(grammar_words()) | junk)

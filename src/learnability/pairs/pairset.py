@@ -10,8 +10,9 @@ import torch
 
 from learnability.data.lazy import LazyImages
 
-CLEAN, SWAPPED, UNINFORMATIVE, WRONG_ATTRIBUTE = 0, 1, 2, 3
-KIND_NAMES = {CLEAN: "clean", SWAPPED: "swapped", UNINFORMATIVE: "uninformative", WRONG_ATTRIBUTE: "wrong_attribute"}
+CLEAN, SWAPPED, UNINFORMATIVE, WRONG_ATTRIBUTE, DUPLICATE = 0, 1, 2, 3, 4
+KIND_NAMES = {CLEAN: "clean", SWAPPED: "swapped", UNINFORMATIVE: "uninformative", WRONG_ATTRIBUTE: "wrong_attribute",
+              DUPLICATE: "duplicate"}
 ATTRIBUTE_FIELDS = ("class", "colour", "size", "position")
 
 

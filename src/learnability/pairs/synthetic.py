@@ -95,29 +95,30 @@ def render_pairs(source: ImageSet, *, canvas: int = 40, two_objects: float = 0.0
 
 def make_pair_splits(train: ImageSet, test: ImageSet, *, reference_size: int, pool_size: int = 0, test_size: int = 0,
                      canvas: int = 40, two_objects: float = 0.0, swapped: float = 0.0, uninformative: float = 0.0,
-                     wrong_attribute: float = 0.0, seed: int = 0) -> PairSplits:
+                     wrong_attribute: float = 0.0, duplicates: float = 0.0, seed: int = 0) -> PairSplits:
     """Split garments `train` into a pool and a curated reference set (`data.make_splits`), render
     all three splits, and corrupt the pool only (seed + 1): `swapped` captions taken from another
     example, `uninformative` ones replaced by junk alt-text, `wrong_attribute` ones with exactly
-    one attribute wrong. Reference and test stay clean. `test_size` > 0 keeps the first n of `test`."""
+    one attribute wrong, `duplicates` exact copies of other pool pairs. Reference and test stay clean. `test_size` > 0 keeps the first n of `test`."""
     if test_size < 0:
         raise ValueError(f"test_size must be >= 0 (0 = the whole test split); got {test_size}")
     splits = make_splits(train, test, reference_size=reference_size, pool_size=pool_size, seed=seed)
     test_src = test.subset(torch.arange(min(test_size, len(test)))) if test_size else test
     opts = dict(canvas=canvas, two_objects=two_objects, seed=seed)
     pool = render_pairs(splits.pool, **opts, salt=0)
-    pool = corrupt_pairs(pool, swapped=swapped, uninformative=uninformative, wrong_attribute=wrong_attribute, seed=seed + 1)
+    pool = corrupt_pairs(pool, swapped=swapped, uninformative=uninformative, wrong_attribute=wrong_attribute,
+                         duplicates=duplicates, seed=seed + 1)
     return PairSplits(pool=pool, reference=render_pairs(splits.reference, **opts, salt=0),
                       test=render_pairs(test_src, **opts, salt=1))
 
 
 def synthetic_pairs(*, path: str = "", reference_size: int = 10000, pool_size: int = 0, test_size: int = 0,
                     canvas: int = 40, two_objects: float = 0.0, swapped: float = 0.3, uninformative: float = 0.0,
-                    wrong_attribute: float = 0.0, seed: int = 0) -> PairSplits:
+                    wrong_attribute: float = 0.0, duplicates: float = 0.0, seed: int = 0) -> PairSplits:
     """Compositional Fashion-MNIST pairs: the 60k training garments split into pool and reference,
     the 10k test garments as the clean test set. `path`: folder of the idx .gz files ("" = Debian's
     `dataset-fashion-mnist`). Memory: 19.2 kB per 40x40 image (60k + 10k: about 1.3 GB)."""
     train, test = load_source("fashion_mnist", path=path)
     return make_pair_splits(train, test, reference_size=reference_size, pool_size=pool_size, test_size=test_size,
                             canvas=canvas, two_objects=two_objects, swapped=swapped, uninformative=uninformative,
-                            wrong_attribute=wrong_attribute, seed=seed)
+                            wrong_attribute=wrong_attribute, duplicates=duplicates, seed=seed)

@@ -1,0 +1,56 @@
+"""The ActiveCLIP/JEST bench's smoke path: every arm through the real script, rows and table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(__file__), "..", "bench")
+pytestmark = pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                                reason="dataset-fashion-mnist is not installed")
+
+
+def _bench(script: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.path.join(BENCH, "..", "src"),
+                                                                   os.environ.get("PYTHONPATH", "")) if p))
+    return subprocess.run([sys.executable, os.path.join(BENCH, script), "--smoke", "--seeds=0", f"--out={tmp_path / 'runs'}",
+                           f"--results={tmp_path / 'res'}", *args], env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_every_arm_runs_and_the_table_holds_each(tmp_path: Path) -> None:
+    r = _bench("activeclip.py", tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "res" / "activeclip.json").read_text())
+    from_script = subprocess.run([sys.executable, "-c", "import activeclip; print(','.join(activeclip.ARMS))"],
+                                 cwd=BENCH, env=dict(os.environ, PYTHONPATH=os.path.join(BENCH, "..", "src")),
+                                 capture_output=True, text=True).stdout.strip().split(",")
+    assert [row["arm"] for row in res["rows"]] == from_script and len(from_script) == 9
+    runs = tmp_path / "runs" / "seed0"
+    metrics = {a: [json.loads(x) for x in (runs / a / "metrics.jsonl").read_text().splitlines()] for a in from_script}
+    # the oracle trains on clean pairs only; uniform sees the pool's corruption
+    assert all(m["corrupted_selected"] == 0 for m in metrics["oracle"])
+    assert json.loads((runs / "oracle" / "summary.json").read_text())["pool_size"] < 400
+    # the late arm scores nothing before half-way; the early arm stops scoring and training its proxy after it
+    assert not any("loss_online_candidates" in m for m in metrics["activeclip_late"][:4])
+    assert all("loss_online_candidates" in m for m in metrics["activeclip_late"][4:])
+    assert all("loss_online_candidates" in m and "loss_proxy" in m for m in metrics["activeclip_early"][:4])
+    assert not any("loss_online_candidates" in m or "loss_proxy" in m for m in metrics["activeclip_early"][4:])
+    # the random subset draws B = 2b candidates a step, like activeclip, and scores nothing
+    assert metrics["random_subset"][-1]["candidates_drawn"] == metrics["activeclip"][-1]["candidates_drawn"] == 2 * 16 * 8
+    assert metrics["random_subset"][-1]["flops_scoring"] == 0
+    # attribute accuracies are logged at the last evaluation
+    assert {"attr_class", "attr_colour", "attr_size", "attr_position"} <= set(metrics["uniform"][-1])
+    md = (tmp_path / "res" / "activeclip.md").read_text()
+    assert "| random_subset |" in md and "| oracle |" in md and "spread" in md
+
+
+def test_oracle_script_runs_uniform_and_the_oracle_only(tmp_path: Path) -> None:
+    r = _bench("activeclip_oracle.py", tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "res" / "activeclip-oracle.json").read_text())
+    assert [row["arm"] for row in res["rows"]] == ["uniform", "oracle"]
