@@ -190,7 +190,8 @@ def main() -> int:
             raise SystemExit(f"{out} exists; remove it or pass --out=NEW_FOLDER")
         cfg = dataclasses.replace(cfg, reference=dataclasses.replace(cfg.reference, dir=os.path.join(out, "reference")))
         data = build_pairs(cfg)
-        order = arms[seed % len(arms):] + arms[:seed % len(arms)]  # rotates with the seed (wall-clock drift)
+        rest = [x for x in arms if x not in ("uniform", "oracle")]  # the instrument's two arms first, then rotating
+        order = [x for x in ("uniform", "oracle") if x in arms] + rest[seed % max(1, len(rest)):] + rest[:seed % max(1, len(rest))]
         for name in order:
             run_clip(arm_run_config(cfg, name, out), (clean_only(data[0]), data[1]) if name == "oracle" else data)
             print(f"[{time.time() - t0:6.0f}s] seed={seed} {name} done", flush=True)

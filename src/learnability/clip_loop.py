@@ -94,11 +94,11 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None, resum
     device, autocast = start_run(cfg)
     t, s, p, r = cfg.train, cfg.selection, cfg.pairs, cfg.reference
 
-    # Data: pairs, a tokenizer built from the training captions (saved with the run), token ids.
+    # Data: pairs, a tokenizer (the grammar's words for built-in pairs, else the training captions'; saved), token ids.
     splits, skipped = data if data is not None else build_pairs(cfg)
     pool, ref_set, test = splits.pool, splits.reference, splits.test
-    tokenizer = (WordTokenizer(synthetic_vocabulary(), p.max_len) if p.source == "synthetic"  # the same ids whatever the noise
-                 else WordTokenizer.build(pool.captions + ref_set.captions, max_len=p.max_len))
+    tokenizer = (WordTokenizer(synthetic_vocabulary(), p.max_len) if p.source == "synthetic" and p.vocab == "auto"
+                 else WordTokenizer.build(pool.captions + ref_set.captions, max_len=p.max_len))  # auto: same ids whatever the noise
     tokenizer.save(os.path.join(cfg.out, "tokenizer.json"))
     images, tokens = pool.images, tokenizer.encode(pool.captions)
     selecting = s.score != "uniform"

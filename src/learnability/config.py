@@ -101,6 +101,8 @@ class PairsConfig:
     wrong_attribute: float = 0.0   # pool captions with one attribute wrong
     duplicates: float = 0.0        # pool pairs replaced by exact copies of other pool pairs
     max_len: int = 32              # tokens per caption
+    vocab: str = "auto"            # auto (synthetic: every word of its grammar, sorted; else from captions) | captions (the
+                                   # training captions' words by count: the vocabulary then varies with the caption noise)
     learner: str = "dual_cnn_small"
     proxy: str = "dual_cnn_tiny"   # online proxy; the reference shares it
     loss: str = "siglip"           # training loss: siglip | clip
@@ -351,6 +353,7 @@ def validate(cfg: RunConfig) -> None:
             (p.learner in list_dual_models(), "pairs.learner", f"must be one of {', '.join(list_dual_models())}"),
             (p.proxy in list_dual_models(), "pairs.proxy", f"must be one of {', '.join(list_dual_models())}"),
             (p.loss in ("siglip", "clip"), "pairs.loss", "must be siglip or clip"),
+            (p.vocab in ("auto", "captions"), "pairs.vocab", "must be auto or captions"),
             (p.actor_loss in ("dot", "contrastive"), "pairs.actor_loss", "must be dot or contrastive"),
             (p.n_chunks >= 1, "pairs.n_chunks", "must be >= 1"),
             (0 < p.logit_scale_init < math.inf, "pairs.logit_scale_init", "must be a finite number > 0"),
