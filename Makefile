@@ -33,7 +33,7 @@ demo: setup data
 
 # HYPOTHESIS_PROFILE=ci: the property tests draw a fixed example sequence (tests/conftest.py), never flaky.
 test: setup data
-	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q -m "not slow and not ray and not quarantine"
+	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q -m "not slow and not ray"
 	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q -m slow
 	$(BIN)/python -m pytest -q -m ray
 

@@ -127,6 +127,9 @@ def test_actor_accounts_for_every_drawn_id_and_restores_exactly(tmp_path):
 @pytest.fixture(scope="module")
 def ray_session():
     ray = pytest.importorskip("ray")
+    from learnability.distributed.cluster import embedded_env
+
+    embedded_env()  # the embedded Ray's settings: actors at normal CPU priority
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, log_to_driver=False,
              configure_logging=False)
     yield ray
@@ -283,16 +286,17 @@ def _env() -> dict:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p))
 
 
-@pytest.mark.quarantine  # stalled before its 3rd step after the other Ray tests in 2 fresh clones (actors unscheduled?)
+@pytest.mark.ray
 def test_ctrl_c_mid_run_leaves_no_actor_processes(tmp_path, ray_session):
     from learnability.distributed import run_ray
 
     out = tmp_path / "ray"
-    cfg = tiny(out, "--train.steps=100000", "--backend=ray", "--ray.actors=2")
+    # actors that cannot be placed fail the run within ray.start_timeout_s instead of stalling it
+    cfg = tiny(out, "--train.steps=100000", "--backend=ray", "--ray.actors=2", "--ray.start_timeout_s=120")
     pids: list[int] = []
 
     def interrupt() -> None:
-        deadline = time.time() + 600  # Ray's and the actors' first start in a fresh venv can take minutes
+        deadline = time.time() + 300
         while time.time() < deadline:
             if (out / "metrics.jsonl").is_file() and len(read_jsonl(str(out / "metrics.jsonl"))) >= 3:
                 pids.extend(json.loads((out / "actors.json").read_text())["pids"])
@@ -303,40 +307,27 @@ def test_ctrl_c_mid_run_leaves_no_actor_processes(tmp_path, ray_session):
 
     thread = threading.Thread(target=interrupt, daemon=True)
     thread.start()
+    t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         run_ray(cfg)
     thread.join()
-    assert len(pids) == 2
+    assert len(pids) == 2, "the run never reached its 3rd step"
     _wait_gone(pids)
+    assert ray_session.is_initialized()  # a Ray this run joined (not started) is left running for its owner
 
 
-@pytest.mark.quarantine  # hangs after SIGINT in 3 of 4 first `make test` runs of a fresh clone; passes alone and on reruns
-def test_cli_ctrl_c_shuts_down_the_embedded_ray_and_its_actors(tmp_path):
+@pytest.mark.ray
+def test_cli_ctrl_c_ends_a_ray_run_within_10_s_leaving_no_process(tmp_path):
+    """`bench/ctrl_c.py` twice: the CLI exits with 130 within 10 s of SIGINT, and none of the
+    processes its embedded Ray started (GCS, raylet, workers, actors) is left."""
     pytest.importorskip("ray")
-    out = tmp_path / "run"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.path.join(os.path.dirname(__file__), "..", "src"),
-                                                                 os.environ.get("PYTHONPATH", "")) if p))
-    proc = subprocess.Popen([sys.executable, "-m", "learnability.cli", "run", f"--out={out}", *TINY,
-                             "--train.steps=100000", "--backend=ray", "--ray.actors=2", "--ray.num_cpus=2",
-                             "--ray.object_store_mb=100"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 600  # reference training and Ray's start-up first: minutes on a loaded machine
-        while time.time() < deadline and not (out / "metrics.jsonl").is_file():
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.2)
-        assert (out / "metrics.jsonl").is_file(), "no training step within 10 minutes"
-        pids = json.loads((out / "actors.json").read_text())["pids"]
-        assert all(_alive(p) for p in pids)
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired as e:
-            raise AssertionError(f"the run did not stop within 120 s of Ctrl-C; its stderr:\n{(e.stderr or b'')[-3000:]!r}") from e
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
-    _wait_gone(pids)
+    bench = os.path.join(os.path.dirname(__file__), "..", "bench")
+    r = subprocess.run([sys.executable, "ctrl_c.py", "--times=2", f"--results={tmp_path}"], cwd=bench,
+                       env=_env(), capture_output=True, text=True, timeout=1500)
+    result = json.loads((tmp_path / "ctrl_c.json").read_text())
+    assert r.returncode == 0 and result["summary"]["passed"] == 2, json.dumps(result["rows"], indent=1)[-4000:]
+    assert all(row["processes"] >= 3 and row["exit_seconds"] < 10 for row in result["rows"])
+    assert all(row["actor_niceness"] == [0, 0] for row in result["rows"])  # not Ray's default 15: see cluster.embedded_env
 
 
 def _wait_gone(pids: list[int]) -> None:

@@ -161,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     from learnability.scores import NonFiniteLossError
     from learnability.reference import CacheMismatchError
 
+    from learnability.distributed.stopping import interrupt_deadline
+
     try:
-        return COMMANDS[argv[0]](argv[1:])
+        with interrupt_deadline(10.0):  # Ctrl-C ends the process within 10 s, even if a clean-up blocks
+            return COMMANDS[argv[0]](argv[1:])
     except NonFiniteLossError as e:  # before ValueError: it is both
         print(f"learnability {argv[0]}: stopped: {e}", file=sys.stderr)
         return 1

@@ -133,6 +133,7 @@ class RayConfig:
     num_cpus: int = 0              # embedded Ray: CPUs it may use (0 = all of this machine's)
     object_store_mb: int = 0       # embedded Ray: object store size (0 = Ray's default)
     connect_timeout_s: float = 5.0  # a cluster address that does not answer within this fails the run
+    start_timeout_s: float = 300.0  # actors Ray cannot place and start within this fail the run (the cluster is busy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -400,6 +401,7 @@ def _ray_checks(cfg: RunConfig) -> list[tuple[bool, str, str]]:
         (q.max_restarts >= 0, "ray.max_restarts", "must be >= 0"),
         (q.num_cpus >= 0 and q.object_store_mb >= 0, "ray.num_cpus/object_store_mb", "must not be negative"),
         (q.connect_timeout_s > 0, "ray.connect_timeout_s", "must be > 0"),
+        (q.start_timeout_s > 0, "ray.start_timeout_s", "must be > 0"),
         (cfg.reference.train_on != "online", "reference.train_on",
          "online is not supported with backend=ray (the reference would train on the learner); use curated or pool"),
         (not _scores_with_learner(cfg.selection.score), "selection.score",

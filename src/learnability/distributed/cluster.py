@@ -53,11 +53,20 @@ def connect(q: RayConfig) -> bool:
     if q.address:
         _join(q.address, q.connect_timeout_s)
     else:
+        embedded_env()
         import ray
 
         ray.init(num_cpus=q.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  configure_logging=False, object_store_memory=q.object_store_mb * 2**20 if q.object_store_mb else None)
     return True
+
+
+def embedded_env() -> None:
+    """Settings for a Ray this process starts, unless the user set them: worker processes at the
+    driver's CPU priority. Ray runs its workers at niceness 15 by default, so on a busy machine
+    (other runs, a test suite) the scoring actors barely get the CPU: seen here as actors that took
+    over two minutes to start and a learner stalled waiting for them."""
+    os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 def _join(address: str, timeout_s: float) -> None:

@@ -22,7 +22,7 @@ import torch
 
 from learnability import config as C
 from learnability.data import LazyColumn, LazyImages, Splits, build_data
-from learnability.distributed import cluster
+from learnability.distributed import cluster, stopping
 from learnability.distributed.actor import ActorSpec, ScoringActor
 from learnability.flops import WALL_CATEGORIES, Ledger, step_flops
 from learnability.io import JsonlWriter, atomic_write_text, ids_digest
@@ -68,14 +68,9 @@ def run_ray(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
     try:
         cluster.check_resources(cfg.ray)
         summary = _setup_and_train(cfg, splits, device, autocast, actors, queues)
-    finally:
-        import ray
-
+    finally:  # bounded in time, Ctrl-C included (`stopping.shutdown`)
         unused = queues[0].close() if queues else 0
-        for handle in actors:
-            ray.kill(handle, no_restart=True)
-        if started:
-            ray.shutdown()
+        stopping.shutdown(actors, started)
     summary["ray"]["prefetched_unused"] = unused
     atomic_write_text(os.path.join(cfg.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
     return summary
@@ -108,7 +103,7 @@ def _setup_and_train(cfg: C.RunConfig, splits: Splits | None, device: torch.devi
     queue = cluster.BatchQueue(actors, q.queue_size, q.max_restarts)
     queues.append(queue)
     queue.publish(0, _cpu_state(proxy))
-    pids = ray.get([a.pid.remote() for a in actors])
+    pids = stopping.wait_started(actors, q.start_timeout_s)
     atomic_write_text(os.path.join(cfg.out, "actors.json"), json.dumps({"pids": pids}) + "\n")
     return _train(cfg, splits, queue, learner, optimizer, ema, ema_flops, learner_cost, selector, ledger,
                   device, autocast, b, big_b, pids)
