@@ -121,6 +121,26 @@ def test_contrastive_actor_with_cached_reference_embeddings_matches_running_the_
     assert live.ledger.flops["scoring"] > 10 * cached.ledger.flops["scoring"]
 
 
+def test_contrastive_scores_of_a_super_batch_beyond_4096_use_all_of_it_live_and_cached():
+    # B = 5120 > score_losses' default chunk of 4096: the live reference (and the online proxy) must
+    # score against every other pair of the super-batch, as the cached reference's rows do
+    torch.manual_seed(3)
+    n = 5120
+    reference = build_dual("dual_mlp_tiny", (3, 8, 8), 20, 6).eval()
+    batch, ids = _pairs_batch(n), torch.arange(n)
+    loss = actor_loss_fn("contrastive")
+    with torch.no_grad():
+        cache = ReferenceLosses.from_unsorted(ids, embedding_rows_fn(reference, batch))
+        whole = loss(reference, batch)
+    live = Selector(score="easy_reference", batch_size=8, reference=reference, loss_fn=loss, seed=0)
+    cached = Selector(score="easy_reference", batch_size=8, reference_losses=cache, loss_fn=loss, seed=0,
+                      reference_rows_fn=clip_loss_per_example_from_rows)
+    a, b = live.select_index(batch, ids), cached.select_index(batch, ids)
+    torch.testing.assert_close(a.losses["reference"], whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b.losses["reference"], a.losses["reference"], rtol=1e-5, atol=1e-5)
+    assert torch.equal(a.index, b.index)
+
+
 def test_contrastive_scoring_flops_count_the_super_batch_similarity_matrix():
     torch.manual_seed(2)
     proxy = build_dual("dual_mlp_tiny", (3, 8, 8), 20, 6)
