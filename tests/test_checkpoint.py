@@ -1,8 +1,10 @@
 """Checkpoints: atomic, checksummed, fall back to the previous good one; resume is bit-identical.
 
 The SIGKILL test runs the real command line in a subprocess and kills it at random points
-(during reference training, mid-way through a checkpoint write, between checkpoints, at a random
-time); the resumed run's selected ids, losses, FLOPs and accuracies equal the uninterrupted run's.
+(during reference training, mid-way through a checkpoint write, between checkpoints, and at a
+random time after a random number of new rows, checked to have landed before the run finished),
+drawn from a fixed seed (`LEARNABILITY_KILL_SEED`, default 0) so a failure reproduces; the resumed
+run's selected ids, losses, FLOPs and accuracies equal the uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -169,37 +171,64 @@ def test_resume_cli_errors(tmp_path, capsys):
     assert "checkpoint.every" in capsys.readouterr().err
 
 
-def _cli(args: list[str], kill_at: str = "", kill_after: float = 0.0) -> int:
+def _cli(args: list[str], kill_at: str = "") -> int:
     env = dict(os.environ, LEARNABILITY_KILL_AT=kill_at)
     p = subprocess.Popen([sys.executable, "-m", "learnability.cli", *args], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if kill_after:
-        try:
-            p.wait(timeout=kill_after)
-        except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGKILL)
     _, err = p.communicate(timeout=300)
     assert p.returncode in (0, -signal.SIGKILL), err
     return p.returncode
+
+
+def _rows(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def _cli_killed_mid_run(args: list[str], metrics: str, rows: int, delay: float) -> int:
+    """Run the CLI and SIGKILL it `delay` seconds after its `metrics` file first holds `rows` rows
+    (the file holds fewer when it starts), wherever in a step that lands; the return code."""
+    p = subprocess.Popen([sys.executable, "-m", "learnability.cli", *args], env=dict(os.environ, LEARNABILITY_KILL_AT=""),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while p.poll() is None and time.monotonic() < deadline:
+        if _rows(metrics) >= rows:
+            time.sleep(delay)
+            p.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == -signal.SIGKILL, f"the run was not killed (exit {p.returncode}): {err}"
+    return p.returncode
+
+
+KILL_SEED = int(os.environ.get("LEARNABILITY_KILL_SEED", "0"))  # the kill schedule; any seed must pass
 
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
     args = TINY + ["--selection.score=learnability", "--train.steps=40", "--checkpoint.every=3"]
     assert _cli(["run", f"--out={tmp_path / 'full'}", *args]) == 0
-    rng = random.Random(int(time.time()))  # 3 epochs x 3 batches of reference training: 9 points
+    rng = random.Random(KILL_SEED)  # 3 epochs x 3 batches of reference training: 9 points
     run_dir = str(tmp_path / "killed")
     kills = [("reference_train", rng.randint(1, 9)), ("checkpoint_write", rng.randint(1, 3)),
              ("step", rng.randint(1, 8)), ("step", rng.randint(1, 8)), ("checkpoint_write", 1)]
     first = True
     for point, n in kills:
         cmd = ["run", f"--out={run_dir}", *args] if first else ["run", "--resume", run_dir]
-        assert _cli(cmd, kill_at=f"{point}:{n}") == -signal.SIGKILL, (point, n)
+        assert _cli(cmd, kill_at=f"{point}:{n}") == -signal.SIGKILL, (KILL_SEED, kills, point, n)
         first = False
         assert not os.path.exists(os.path.join(run_dir, "summary.json"))
-    _cli(["run", "--resume", run_dir], kill_after=rng.uniform(2.0, 6.0))  # a kill at a random time
+    # a kill at a random time: 1-8 rows past what the file holds now (at most 21 of 40 after the
+    # kills above), then up to one step's time later, wherever in the step that lands
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    _cli_killed_mid_run(["run", "--resume", run_dir], metrics, _rows(metrics) + rng.randint(1, 8), rng.uniform(0, 0.02))
+    assert not os.path.exists(os.path.join(run_dir, "summary.json")), (KILL_SEED, kills)
     assert _cli(["run", "--resume", run_dir]) == 0
-    same_rows(read_jsonl(str(tmp_path / "full" / "metrics.jsonl")), read_jsonl(os.path.join(run_dir, "metrics.jsonl")))
+    same_rows(read_jsonl(str(tmp_path / "full" / "metrics.jsonl")), read_jsonl(metrics))
     assert not [f for f in os.listdir(os.path.join(run_dir, "checkpoints")) if f.endswith(".tmp")]
 
 

@@ -90,11 +90,14 @@ def test_jest_with_cached_reference_embeddings_matches_running_the_reference():
     a, b = live.select_index(batch, ids), cached.select_index(batch, ids)
     torch.testing.assert_close(b.losses["reference"], a.losses["reference"], rtol=1e-5, atol=1e-5)
     assert torch.equal(a.index, b.index)
-    # the cached reference costs one [B, D] x [D, B] product (2 B^2 D FLOPs), the live one its forward pass too
+    # FLOPs in closed form: each model that runs costs its two towers on the n pairs plus the [n, D] x [D, n]
+    # similarity product (2 n^2 D); the cached reference costs that product alone, the live one its towers too
     d, n = 64, 16
-    ref_live = a_ref = live.ledger.flops["scoring"] - cached.ledger.flops["scoring"] + 2 * n * n * d
-    assert cached.ledger.flops["scoring"] - (live.ledger.flops["scoring"] - ref_live) == pytest.approx(2 * n * n * d)
-    assert a_ref > n * measure_loss_cost(reference, actor_loss_fn("dot"), batch).forward
+    proxy_towers, reference_towers = (n * measure_loss_cost(m, actor_loss_fn("dot"), batch).forward
+                                      for m in (proxy, reference))
+    assert reference_towers > 0
+    assert cached.ledger.flops["scoring"] == pytest.approx(proxy_towers + 2 * n * n * d + 2 * n * n * d)
+    assert live.ledger.flops["scoring"] == pytest.approx(proxy_towers + 2 * n * n * d + reference_towers + 2 * n * n * d)
     # a per-example function must return [B]
     bad = Selector(score="easy_reference", batch_size=8, reference_losses=cache, reference_rows_fn=joint_loss_matrix_from_rows)
     with pytest.raises(ValueError, match="reference_rows_fn must return"):
@@ -119,6 +122,26 @@ def test_contrastive_actor_with_cached_reference_embeddings_matches_running_the_
     # FLOPs: the live reference runs both towers on 16 pairs; the cached one only the 16 x 16 similarity product
     assert cached.ledger.flops["scoring"] == pytest.approx(2 * 16 * 16 * 64)
     assert live.ledger.flops["scoring"] > 10 * cached.ledger.flops["scoring"]
+
+
+def test_contrastive_scores_of_a_super_batch_beyond_4096_use_all_of_it_live_and_cached():
+    # B = 5120 > score_losses' default chunk of 4096: the live reference (and the online proxy) must
+    # score against every other pair of the super-batch, as the cached reference's rows do
+    torch.manual_seed(3)
+    n = 5120
+    reference = build_dual("dual_mlp_tiny", (3, 8, 8), 20, 6).eval()
+    batch, ids = _pairs_batch(n), torch.arange(n)
+    loss = actor_loss_fn("contrastive")
+    with torch.no_grad():
+        cache = ReferenceLosses.from_unsorted(ids, embedding_rows_fn(reference, batch))
+        whole = loss(reference, batch)
+    live = Selector(score="easy_reference", batch_size=8, reference=reference, loss_fn=loss, seed=0)
+    cached = Selector(score="easy_reference", batch_size=8, reference_losses=cache, loss_fn=loss, seed=0,
+                      reference_rows_fn=clip_loss_per_example_from_rows)
+    a, b = live.select_index(batch, ids), cached.select_index(batch, ids)
+    torch.testing.assert_close(a.losses["reference"], whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b.losses["reference"], a.losses["reference"], rtol=1e-5, atol=1e-5)
+    assert torch.equal(a.index, b.index)
 
 
 def test_contrastive_scoring_flops_count_the_super_batch_similarity_matrix():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import gzip
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -213,6 +214,32 @@ def test_npz_errors(tmp_path: Path, arrays: dict, match: str) -> None:
     full = {"x": np.zeros((6, 4, 4), dtype=np.uint8), **arrays}
     with pytest.raises(ValueError, match=match):
         load_source("npz", path=_npz(tmp_path, **full), num_classes=2)
+
+
+@pytest.mark.parametrize("y, words", [(np.full(6, 3), "every label is 3"), (np.zeros(6, dtype=np.int64), "every label is 0")])
+def test_npz_with_one_class_is_refused_naming_the_file(tmp_path: Path, y: np.ndarray, words: str) -> None:
+    # labels 3 only would infer 4 classes; class 0 only would train to loss 0 and accuracy 1.0
+    path = _npz(tmp_path, x=np.zeros((6, 4, 4), dtype=np.uint8), y=y)
+    with pytest.raises(ValueError, match=f"{re.escape(path)} y: {words}.*at least 2 classes"):
+        load_source("npz", path=path)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        load_source("npz", path=path, num_classes=5)
+    # a test split of one class is fine (a small held-out set may be)
+    xt = np.zeros((2, 4, 4), dtype=np.uint8)
+    ok = _npz(tmp_path, x=np.zeros((6, 4, 4), dtype=np.uint8), y=_labels(6, 2), x_test=xt, y_test=np.array([1, 1]))
+    assert load_source("npz", path=ok)[1].y.tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("arrays", [
+    {"x": np.zeros((0, 4, 4), dtype=np.uint8), "y": np.zeros(0, dtype=np.int64)},
+    {"x": np.zeros((0, 4, 4), dtype=np.float32), "y": np.zeros(0, dtype=np.int64)},
+    {"x": np.zeros((6, 4, 4), dtype=np.uint8), "y": _labels(6, 2), "x_test": np.zeros((0, 4, 4), dtype=np.uint8),
+     "y_test": np.zeros(0, dtype=np.int64)},
+])
+def test_empty_npz_arrays_name_the_file(tmp_path: Path, arrays: dict) -> None:
+    path = _npz(tmp_path, **arrays)
+    with pytest.raises(ValueError, match=f"{re.escape(path)} [xy](_test)?: the (images|labels) array is empty"):
+        load_source("npz", path=path)
 
 
 def test_npz_missing_file(tmp_path: Path) -> None:

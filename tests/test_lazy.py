@@ -71,6 +71,22 @@ def test_npy_source_with_a_test_split_and_errors(tmp_path: Path) -> None:
         NpyImages(str(tmp_path / "x.npy"))
 
 
+def test_npy_labels_of_one_class_or_none_are_refused_naming_the_file(tmp_path: Path) -> None:
+    x, _ = _arrays(n=5000)  # more than one scan chunk (4096 labels): the second class comes late
+    np.save(tmp_path / "x.npy", x)
+    y = np.zeros(5000, dtype=np.int64)
+    np.save(tmp_path / "y.npy", y)
+    with pytest.raises(ValueError, match="y.npy: every label is 0; classification needs examples of at least 2"):
+        load_source("npy", path=str(tmp_path))
+    y[4999] = 1
+    np.save(tmp_path / "y.npy", y)
+    assert load_source("npy", path=str(tmp_path), test_fraction=0.001)[0].num_classes == 2
+    np.save(tmp_path / "x.npy", x[:0])
+    np.save(tmp_path / "y.npy", y[:0])
+    with pytest.raises(ValueError, match="y.npy: the labels array is empty"):
+        load_source("npy", path=str(tmp_path))
+
+
 def test_truncated_npy_names_the_file(tmp_path: Path) -> None:
     x, _ = _arrays()
     np.save(tmp_path / "x.npy", x)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import sys
 import time
 
@@ -55,6 +56,24 @@ def resumed_config(run_dir: str, overrides: list[str]) -> C.RunConfig:
     return dataclasses.replace(C.apply_overrides(C.from_dict(C.RunConfig, saved), overrides), out=run_dir)
 
 
+def interrupted_message(command: str, out: str, backend: str = "local") -> str:
+    """What to say after Ctrl-C stopped `learnability <command>` writing into `out`: which command
+    continues it."""
+    from learnability.checkpoint import list_checkpoints
+
+    kept = f"interrupted; files written so far are kept in {out}"
+    if command == "compare":
+        return f"{kept}; `learnability compare --resume {shlex.quote(out)}` keeps the finished arms and continues the others"
+    if backend == "ray":
+        return f"{kept}; backend=ray runs cannot be resumed yet: start it again into a new folder (--out=NEW_DIR)"
+    found = list_checkpoints(out)
+    if found:
+        return (f"{kept}; `learnability run --resume {shlex.quote(out)}` continues it from its newest checkpoint "
+                f"({os.path.basename(found[0])})")
+    return (f"{kept}; it wrote no checkpoint yet (--checkpoint.every=N writes them), so `learnability run --resume "
+            f"{shlex.quote(out)}` starts it again from step 1")
+
+
 def cmd_run(args: list[str]) -> int:
     from learnability.loop import run
 
@@ -64,18 +83,22 @@ def cmd_run(args: list[str]) -> int:
         cfg = resumed_config(resume, rest + ([f"--out={out}"] if out else []))
     else:
         cfg = dataclasses.replace(C.apply_overrides(C.RunConfig(), rest), out=_out(out, "run"))
-    if cfg.task == "clip":
-        from learnability.clip_loop import run_clip
+    try:
+        if cfg.task == "clip":
+            from learnability.clip_loop import run_clip
 
-        summary = run_clip(cfg, resume=bool(resume))
-    elif cfg.backend == "ray":
-        from learnability.distributed import run_ray
+            summary = run_clip(cfg, resume=bool(resume))
+        elif cfg.backend == "ray":
+            from learnability.distributed import run_ray
 
-        if resume:
-            raise C.ConfigError("--resume does not cover backend=ray yet; rerun the run, or use the local backend")
-        summary = run_ray(cfg)
-    else:
-        summary = run(cfg, resume=bool(resume))
+            if resume:
+                raise C.ConfigError("--resume does not cover backend=ray yet; rerun the run, or use the local backend")
+            summary = run_ray(cfg)
+        else:
+            summary = run(cfg, resume=bool(resume))
+    except KeyboardInterrupt:
+        print(interrupted_message("run", cfg.out, cfg.backend), file=sys.stderr)
+        return 130
     print(f"{summary['arm']}: final test accuracy {summary['final_accuracy']:.4f} after {summary['steps']} steps; "
           f"files in {cfg.out}")
     return 0
@@ -95,7 +118,11 @@ def cmd_compare(args: list[str], defaults: list[str] | None = None) -> int:
     out, rest = _split_out(args)
     if resume:
         cfg, arms = resumed_compare(resume, rest + ([f"--out={out}"] if out else []))
-        path, rows = compare(cfg, arms, resume, resume=True)
+        try:
+            path, rows = compare(cfg, arms, resume, resume=True)
+        except KeyboardInterrupt:
+            print(interrupted_message("compare", resume), file=sys.stderr)
+            return 130
         _print_table(path, rows)
         return 0
     arms: list[str] = []
@@ -108,7 +135,11 @@ def cmd_compare(args: list[str], defaults: list[str] | None = None) -> int:
     cfg = C.apply_overrides(C.RunConfig(), overrides)
     arms = arms or (["uniform", "activeclip", "jest"] if cfg.task == "clip" else ["uniform", "learnability"])
     out = _out(out, "compare")
-    path, rows = compare(cfg, arms, out)
+    try:
+        path, rows = compare(cfg, arms, out)
+    except KeyboardInterrupt:
+        print(interrupted_message("compare", out), file=sys.stderr)
+        return 130
     _print_table(path, rows)
     return 0
 
@@ -120,7 +151,10 @@ def cmd_report(args: list[str]) -> int:
     p.add_argument("runs", nargs="+", help="run directories, or compare directories holding them")
     p.add_argument("--out", default=None, help="where to write report.md and the plots (default: the run folder)")
     p.add_argument("--amortise", type=int, default=10, help="runs over which one-off reference costs are amortised")
-    a = p.parse_args(args)
+    try:
+        a = p.parse_args(args)
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed by argparse
+        return int(e.code or 0)
     path, rows = build_report(a.runs, a.out, a.amortise)
     _print_table(path, rows)
     return 0
@@ -149,6 +183,33 @@ config sections: data, model, selection, reference, train, ray (see learnability
 """
 
 
+COMMAND_USAGE = {
+    "run": """usage: learnability run [--section.field=value ...] [--out=DIR]
+       learnability run --resume RUN_DIR [--progress=false]
+
+Trains one arm into --out (default runs/run-<date>-<time>): config.json, metrics.jsonl, summary.json,
+and checkpoints every --checkpoint.every=N steps; `--resume RUN_DIR` continues a stopped run.""",
+    "compare": """usage: learnability compare [--arms=uniform,learnability,...] [--section.field=value ...] [--out=DIR]
+       learnability compare --resume DIR [--progress=false]
+
+Trains each arm on the same data and seeds into --out/<arm>, then writes report.md and plots
+(default arms: uniform,learnability; with --task=clip: uniform,activeclip,jest).""",
+    "demo": f"""usage: learnability demo [--section.field=value ...] [--out=DIR]
+
+The compare on Fashion-MNIST at 40% label noise, with {' '.join(DEMO_OVERRIDES)} (overridable).""",
+}
+
+
+def command_help(command: str) -> str:
+    """`learnability <command> --help`: its usage and every config key with its default."""
+    def flat(d: dict, prefix: str = "") -> list[str]:
+        return [line for k, v in d.items() for line in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else
+                [f"  --{prefix}{k}={str(v).lower() if isinstance(v, bool) else v}"])]
+
+    keys = "\n".join(flat(C.to_dict(C.RunConfig())))
+    return f"{COMMAND_USAGE[command]}\n\nconfig keys and their defaults (see learnability/config.py):\n{keys}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -157,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"learnability: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
+    if argv[0] in COMMAND_USAGE and any(a in ("-h", "--help") for a in argv[1:]):
+        print(command_help(argv[0]))
+        return 0
     from learnability.checkpoint import CheckpointError
     from learnability.scores import NonFiniteLossError
     from learnability.reference import CacheMismatchError

@@ -91,7 +91,7 @@ def train_pairs(model, images, tokens, *, epochs, batch_size, lr, seed, loss_fn,
 def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None, resume: bool = False) -> dict:
     """Train one image-text arm as configured; returns the summary also written to `summary.json`.
     With `resume`, continue from the newest good checkpoint in `cfg.out` (from the start if none)."""
-    device, autocast = start_run(cfg)
+    device, autocast = start_run(cfg, resume)
     t, s, p, r = cfg.train, cfg.selection, cfg.pairs, cfg.reference
 
     # Data: pairs, a tokenizer (the grammar's words for built-in pairs, else the training captions'; saved), token ids.

@@ -10,6 +10,7 @@ from typing import Sequence
 from learnability import config as C
 from learnability.io import atomic_write_text
 from learnability.report import build_report
+from learnability.runtime import absolute_paths
 from learnability.scores import list_scores
 
 # Arm names beyond the score names: image-text selection, independent (ActiveCLIP) or joint (JEST).
@@ -38,7 +39,7 @@ def compare(cfg: C.RunConfig, arms: Sequence[str], out: str, amortise: int = 10,
         C.validate(c)
     os.makedirs(out, exist_ok=True)
     atomic_write_text(os.path.join(out, "compare.json"),
-                      json.dumps({"arms": arms, "config": C.to_dict(cfg)}, indent=2) + "\n")
+                      json.dumps({"arms": arms, "config": C.to_dict(absolute_paths(cfg))}, indent=2) + "\n")
     if cfg.task == "clip":
         from learnability.clip_loop import run_clip
         from learnability.pairs.build import build_pairs

@@ -271,7 +271,6 @@ def save(cfg: Any, path: str) -> None:
     atomic_write_text(path, json.dumps(to_dict(cfg), indent=2) + "\n")
 
 
-
 def load_for_resume(folder: str, filename: str, overrides: list[str], writer: str) -> dict:
     """The JSON `folder/filename` saved by `writer` (e.g. `learnability run`), for `--resume`;
     only `--progress` may be overridden on resume."""
@@ -281,8 +280,12 @@ def load_for_resume(folder: str, filename: str, overrides: list[str], writer: st
     extra = [a for a in overrides if not a.startswith("--progress")]
     if extra:
         raise ConfigError(f"--resume continues with the saved {filename}; drop {' '.join(extra)}")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--resume {folder}: {path} is not valid JSON ({e}); restore it, or start a new "
+                          f"run into another folder (--out=NEW_DIR)") from e
 
 
 def data_order(d: DataConfig) -> str:
@@ -383,14 +386,10 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("reference.train_on=curated needs data.reference_size > 0")
 
 
-def _scores_with_learner(score: str) -> bool:
+def _ray_checks(cfg: RunConfig) -> list[tuple[bool, str, str]]:
     from learnability.scores import get_score, list_scores
 
-    return score in list_scores() and "learner" in get_score(score).needs
-
-
-def _ray_checks(cfg: RunConfig) -> list[tuple[bool, str, str]]:
-    q = cfg.ray
+    q, score = cfg.ray, cfg.selection.score
     return [
         (cfg.backend == "ray", "backend", "must be local or ray"),
         (cfg.task == "classify", "backend", "ray runs task=classify only (task=clip: use backend=local)"),
@@ -404,7 +403,7 @@ def _ray_checks(cfg: RunConfig) -> list[tuple[bool, str, str]]:
         (q.start_timeout_s > 0, "ray.start_timeout_s", "must be > 0"),
         (cfg.reference.train_on != "online", "reference.train_on",
          "online is not supported with backend=ray (the reference would train on the learner); use curated or pool"),
-        (not _scores_with_learner(cfg.selection.score), "selection.score",
+        (not (score in list_scores() and "learner" in get_score(score).needs), "selection.score",
          "scores that use the learner's own loss (rho) need the learner on every actor; use backend=local"),
         (cfg.checkpoint.every == 0, "checkpoint.every", "checkpoints do not cover backend=ray yet; use backend=local"),
         ((cfg.selection.start, cfg.selection.end) == (1, 0), "selection.start/end",

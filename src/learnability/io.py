@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from typing import Any
 
@@ -111,13 +112,24 @@ class JsonlWriter:
 
 
 def read_jsonl(path: str) -> list[dict]:
+    """The rows (JSON objects) of a JSON-lines file. A last line cut short (no newline at its end:
+    a run killed while writing it) is left out with a warning naming the file and the line; any
+    other line that is not UTF-8 JSON holding an object is a ValueError naming the file and line."""
     rows = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break  # a torn last line of a killed run
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                if not raw.endswith(b"\n"):  # only the last line can lack its newline
+                    print(f"learnability: warning: {path} line {i} is cut short (a run killed while writing it?); "
+                          f"it is left out", file=sys.stderr)
+                    break
+                raise ValueError(f"{path} line {i} is not UTF-8 JSON ({e}); the file is damaged: restore it from a "
+                                 f"copy of the run") from e
+            if not isinstance(row, dict):
+                raise ValueError(f"{path} line {i} holds {type(row).__name__} {row!r:.40}, not a JSON object (a row)")
+            rows.append(row)
     return rows

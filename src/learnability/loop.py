@@ -86,7 +86,7 @@ def pretrained_reference(cfg: C.RunConfig, splits: Splits, device: torch.device,
 def run(cfg: C.RunConfig, splits: Splits | None = None, resume: bool = False) -> dict:
     """Train one arm as configured; returns the summary also written to `summary.json`. With
     `resume`, continue from the newest good checkpoint in `cfg.out` (from the start if none)."""
-    device, autocast = start_run(cfg)
+    device, autocast = start_run(cfg, resume)
     t, s = cfg.train, cfg.selection
 
     # Data: pool (corrupted), curated reference set and test set, all clean but the pool.

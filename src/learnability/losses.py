@@ -53,7 +53,8 @@ def score_losses(model: nn.Module, batch: Batch, loss_fn: PerExampleLoss = class
                  chunk: int = 4096, autocast: bool = False) -> torch.Tensor:
     """Per-example losses `[N]` of `loss_fn(model, batch)` in eval mode and without autograd,
     `chunk` examples at a time. The model's train/eval mode is restored afterwards, so BatchNorm
-    statistics and dropout are untouched by scoring."""
+    statistics and dropout are untouched by scoring. A loss that depends on the rest of the batch
+    (a contrastive one) changes with the chunking: score it with `chunk >= N`, as `Selector` does."""
     n, out = batch_len(batch), []
     with eval_mode(model):
         for i in range(0, n, chunk):

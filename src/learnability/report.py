@@ -32,8 +32,12 @@ def find_runs(paths: Sequence[str]) -> list[str]:
 
 
 def load_run(path: str) -> dict:
-    with open(os.path.join(path, "config.json")) as f:
-        cfg = json.load(f)
+    config_path = os.path.join(path, "config.json")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{config_path} is not valid JSON ({e}); restore it from a copy of the run") from e
     rows = read_jsonl(os.path.join(path, "metrics.jsonl"))
     if not rows:
         raise ValueError(f"{path}/metrics.jsonl holds no rows")

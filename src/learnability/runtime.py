@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Callable
 
@@ -10,6 +11,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from learnability import config as C
+from learnability.checkpoint import CheckpointError
 from learnability.flops import Ledger
 from learnability.reference import ReferenceLosses
 from learnability.schedule import lr_at
@@ -17,9 +19,36 @@ from learnability.scores import NonFiniteLossError, get_score
 from learnability.selector import Selector
 
 
-def start_run(cfg: C.RunConfig) -> tuple[torch.device, bool]:
-    """Validate the config, set CPU threads, check the device, save `config.json` into the run
-    folder. Returns the device and whether to autocast (bf16 on CUDA)."""
+PATH_KEYS = (("data", "path"), ("pairs", "path"), ("pairs", "reference_path"), ("pairs", "test_path"),
+             ("reference", "dir"), ("pairs", "shard_cache"))
+
+
+def absolute_paths(cfg: C.RunConfig) -> C.RunConfig:
+    """`cfg` with the file and folder paths in `PATH_KEYS` made absolute (those set; "" stays ""),
+    so a saved config names the same files when the run is resumed from another folder. Every other
+    value is unchanged."""
+    for section, key in PATH_KEYS:
+        part = getattr(cfg, section)
+        if getattr(part, key):
+            cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(part, **{key: os.path.abspath(getattr(part, key))})})
+    return cfg
+
+
+def check_unfinished(run_dir: str) -> None:
+    """A CheckpointError when `run_dir` holds a finished run (its `summary.json`): resuming it would
+    train it again and overwrite its files."""
+    if os.path.exists(os.path.join(run_dir, "summary.json")):
+        raise CheckpointError(f"{run_dir} holds a finished run (summary.json is there); resuming would train it again "
+                              f"and overwrite its files, so nothing was done. To train it again, start a new run into "
+                              f"another folder: learnability run --out=NEW_DIR ...")
+
+
+def start_run(cfg: C.RunConfig, resume: bool = False) -> tuple[torch.device, bool]:
+    """Validate the config, set CPU threads, check the device, save `config.json` (with absolute
+    paths) into the run folder. Returns the device and whether to autocast (bf16 on CUDA). With
+    `resume`, a finished run is refused before anything is written (`check_unfinished`)."""
+    if resume:
+        check_unfinished(cfg.out)
     C.validate(cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -27,7 +56,7 @@ def start_run(cfg: C.RunConfig) -> tuple[torch.device, bool]:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise C.ConfigError("train.device=cuda but no CUDA device is available; use --train.device=cpu")
     os.makedirs(cfg.out, exist_ok=True)
-    C.save(cfg, os.path.join(cfg.out, "config.json"))
+    C.save(absolute_paths(cfg), os.path.join(cfg.out, "config.json"))
     return device, device.type == "cuda"
 
 

@@ -126,7 +126,9 @@ class Selector:
             losses = pair_losses(model, batch, self.pair_loss_fn, autocast=self.autocast)
             cost = self._measure(model, f"{which}-pairs", batch, self.pair_loss_fn, full=True)
         else:
-            losses = score_losses(model, batch, self.loss_fn, autocast=self.autocast)
+            # the whole super-batch in one call: a contrastive per-example loss depends on every pair
+            # in it (chunks would change its negatives, and part from a cached reference's losses)
+            losses = score_losses(model, batch, self.loss_fn, chunk=batch_len(batch), autocast=self.autocast)
             # measured on the whole super-batch: a contrastive per-example loss costs B x B terms too
             cost = self._measure(model, f"{which}-scoring", batch, self.loss_fn, full=True)
         self.ledger.add("scoring", flops=cost.forward * batch_len(batch))

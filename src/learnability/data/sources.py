@@ -116,6 +116,8 @@ def _fashion_mnist(root: str) -> tuple[ImageSet, ImageSet]:
 def _check_labels(y: np.ndarray, num_classes: int, where: str) -> int:
     if y.ndim != 1:
         raise ValueError(f"{where}: labels must be a 1-D array; got shape {y.shape}")
+    if not len(y):
+        raise ValueError(f"{where}: the labels array is empty; the file holds no examples")
     if not np.issubdtype(y.dtype, np.integer):
         if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
             y = y.astype(np.int64)
@@ -128,7 +130,18 @@ def _check_labels(y: np.ndarray, num_classes: int, where: str) -> int:
     return num_classes or int(y.max()) + 1
 
 
+def _check_classes(labels: np.ndarray, where: str) -> None:
+    """At least two distinct training labels: with one, any model reaches loss 0 and accuracy 1.0
+    (and an inferred class count of max label + 1 would name classes that never occur)."""
+    present = np.unique(labels)
+    if len(present) < 2:
+        raise ValueError(f"{where}: every label is {int(present[0])}; classification needs examples of at least "
+                         f"2 classes")
+
+
 def _images_nchw(x: np.ndarray, where: str) -> np.ndarray:
+    if x.ndim and not len(x):
+        raise ValueError(f"{where}: the images array is empty; the file holds no examples")
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
@@ -154,6 +167,7 @@ def _npz(path: str, num_classes: int, test_fraction: float, seed: int, order: st
     if len(x) != len(y):
         raise ValueError(f"{path}: x has {len(x)} images but y has {len(y)} labels")
     k = _check_labels(y, num_classes, f"{path} y")
+    _check_classes(y, f"{path} y")
     if "x_test" in arrays or "y_test" in arrays:
         missing = [key for key in ("x_test", "y_test") if key not in arrays]
         if missing:
@@ -194,15 +208,22 @@ def _folder(path: str, size: int, channels: int, test_fraction: float, seed: int
     return _split_off_test(xs, y, len(classes), test_fraction, seed, order)
 
 
-def _label_column(path: Path, num_classes: int) -> tuple[LazyColumn, int]:
+def _label_column(path: Path, num_classes: int, train: bool = False) -> tuple[LazyColumn, int]:
     """The labels in `path` as a column read from the file, checked a chunk at a time (the same
-    rules as in-memory labels: 1-D, integers or integral floats, >= 0, < num_classes)."""
+    rules as in-memory labels: 1-D, not empty, integers or integral floats, >= 0, < num_classes;
+    training labels also of at least 2 classes)."""
     store = NpyColumn(str(path))
     if store.ndim != 1:
         raise ValueError(f"{path}: labels must be a 1-D array")
-    k = 0
+    if not len(store):
+        raise ValueError(f"{path}: the labels array is empty; the file holds no examples")
+    k, present = 0, np.empty(0, dtype=np.int64)
     for part in store.scan():
         k = max(k, _check_labels(part, num_classes, str(path)))
+        if len(present) < 2:  # a few distinct labels suffice; nothing per example is kept
+            present = np.union1d(present, np.unique(part)[:2].astype(np.int64))
+    if train:
+        _check_classes(present, str(path))
     return LazyColumn(store), num_classes or k
 
 
@@ -211,7 +232,7 @@ def _npy(path: str, num_classes: int, test_fraction: float, seed: int, order: st
     if not path or not (root / "x.npy").is_file() or not (root / "y.npy").is_file():
         raise FileNotFoundError(f"data.source=npy needs --data.path pointing at a folder holding x.npy (uint8 images) "
                                 f"and y.npy (labels); {path!r} does not have both")
-    x, (y, k) = LazyImages(NpyImages(str(root / "x.npy"))), _label_column(root / "y.npy", num_classes)
+    x, (y, k) = LazyImages(NpyImages(str(root / "x.npy"))), _label_column(root / "y.npy", num_classes, train=True)
     if len(x) != len(y):
         raise ValueError(f"{root}: x.npy has {len(x)} images but y.npy has {len(y)} labels")
     if (root / "x_test.npy").is_file() or (root / "y_test.npy").is_file():
