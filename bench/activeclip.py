@@ -153,6 +153,24 @@ def merge(paths: list[str], results: str, name: str) -> int:
     return 0
 
 
+def collect(outs: list[str], seeds: list[int], arms: list[str], a: argparse.Namespace, command: str, settings: str) -> int:
+    """Rows of the finished arms (those with a summary.json) of interrupted runs, one --out per
+    seed (in `seeds` order), into --results: a table whose arms may hold fewer seeds than others."""
+    rows = []
+    for out, seed in zip(outs, seeds):
+        folder = os.path.join(out, f"seed{seed}")
+        done = [x for x in arms if os.path.isfile(os.path.join(folder, x, "summary.json"))]
+        if "uniform" not in done:
+            raise SystemExit(f"{folder}: the uniform arm has not finished; nothing to compare against")
+        for r in arm_rows(folder, done, a.amortise, extra_keys=EXTRA):
+            r.update({"filtering": ARMS[r["arm"]][1], "seed": seed, "final_zeroshot": r["final_accuracy"]})
+            rows.append(r)
+    meta = {"arms": arms, "command": command + " (collected from interrupted runs)", "machine": machine(),
+            "settings": settings, "seconds": None}
+    print(write(rows, arms, a.results, a.name, meta))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0,1,2")
@@ -164,6 +182,8 @@ def main() -> int:
     p.add_argument("--name", default="activeclip", help="results file name (without .json / .md)")
     p.add_argument("--merge", default="", help="comma list of results JSON files of disjoint seeds (run in parallel): "
                                                "write their rows' medians into --results; trains nothing")
+    p.add_argument("--collect", default="", help="comma list of --out folders of interrupted runs: the rows of the "
+                                                 "arms that finished there (uniform must have), into --results")
     a, extra = p.parse_known_args()
     if a.merge:
         return merge(a.merge.split(","), a.results, a.name)
@@ -180,6 +200,8 @@ def main() -> int:
                 f"scale/bias {pr.logit_scale_init:g}/{pr.logit_bias_init:g}, pool {base.data.pool_size or 50000}, eval every "
                 f"{t.eval_every} on {base.data.test_size or 10000} test images, reference {base.reference.epochs} epochs on "
                 f"{base.data.reference_size} curated pairs, torch threads {t.threads or 'default'}")
+    if a.collect:
+        return collect(a.collect.split(","), [int(s) for s in a.seeds.split(",")], arms, a, command, settings)
     rows: list[dict] = []
     t0 = time.time()
     for seed in (int(s) for s in a.seeds.split(",")):

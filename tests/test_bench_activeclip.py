@@ -54,3 +54,8 @@ def test_oracle_script_runs_uniform_and_the_oracle_only(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "res" / "activeclip-oracle.json").read_text())
     assert [row["arm"] for row in res["rows"]] == ["uniform", "oracle"]
+    # --collect: the rows of the arms that finished, as after an interrupted bench
+    r = _bench("activeclip.py", tmp_path, f"--collect={tmp_path / 'runs'}", "--name=collected")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((tmp_path / "res" / "collected.json").read_text())["rows"]
+    assert [row["arm"] for row in rows] == ["uniform", "oracle"]
