@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -45,10 +46,10 @@ NOISE = {"swapped": 0.2, "uninformative": 0.1, "wrong_attribute": 0.1, "duplicat
 # name: (compare arm, filtering ratio, selecting over which part of the run: (start, end) fractions)
 ARMS = {
     "uniform": ("uniform", 0.0, None),
-    "random_subset": ("random", 0.5, None),
     "oracle": ("uniform", 0.0, None),
     "activeclip": ("activeclip", 0.5, None),
     "jest": ("jest", 0.8, None),
+    "random_subset": ("random", 0.5, None),
     "easy_reference": ("easy_reference", 0.5, None),
     "hard_learner": ("hard_learner", 0.5, None),
     "activeclip_early": ("activeclip", 0.5, (0.0, 0.5)),
@@ -182,6 +183,8 @@ def main() -> int:
     p.add_argument("--name", default="activeclip", help="results file name (without .json / .md)")
     p.add_argument("--merge", default="", help="comma list of results JSON files of disjoint seeds (run in parallel): "
                                                "write their rows' medians into --results; trains nothing")
+    p.add_argument("--reuse", action="store_true", help="keep the arms that finished in --out (an interrupted bench); "
+                                                        "run the others again from step 1")
     p.add_argument("--collect", default="", help="comma list of --out folders of interrupted runs: the rows of the "
                                                  "arms that finished there (uniform must have), into --results")
     a, extra = p.parse_known_args()
@@ -208,13 +211,15 @@ def main() -> int:
         cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, seed=seed),
                                   train=dataclasses.replace(base.train, seed=seed))
         out = os.path.join(a.out, f"seed{seed}")
-        if os.path.exists(out):
-            raise SystemExit(f"{out} exists; remove it or pass --out=NEW_FOLDER")
+        if os.path.exists(out) and not a.reuse:
+            raise SystemExit(f"{out} exists; remove it, pass --out=NEW_FOLDER, or --reuse to keep its finished arms")
         cfg = dataclasses.replace(cfg, reference=dataclasses.replace(cfg.reference, dir=os.path.join(out, "reference")))
         data = build_pairs(cfg)
-        rest = [x for x in arms if x not in ("uniform", "oracle")]  # the instrument's two arms first, then rotating
-        order = [x for x in ("uniform", "oracle") if x in arms] + rest[seed % max(1, len(rest)):] + rest[:seed % max(1, len(rest))]
-        for name in order:
+        for name in arms:  # in --arms order, uniform first
+            if a.reuse and os.path.isfile(os.path.join(out, name, "summary.json")):
+                print(f"[{time.time() - t0:6.0f}s] seed={seed} {name} kept (--reuse)", flush=True)
+                continue
+            shutil.rmtree(os.path.join(out, name), ignore_errors=True)  # an arm cut short starts again
             run_clip(arm_run_config(cfg, name, out), (clean_only(data[0]), data[1]) if name == "oracle" else data)
             print(f"[{time.time() - t0:6.0f}s] seed={seed} {name} done", flush=True)
         for r in arm_rows(out, arms, a.amortise, extra_keys=EXTRA):
