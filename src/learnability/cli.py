@@ -157,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"learnability: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    from learnability.checkpoint import CheckpointError
-    from learnability.scores import NonFiniteLossError
-    from learnability.reference import CacheMismatchError
+    from learnability.errors import CacheMismatchError, CheckpointError, NonFiniteLossError
 
     try:
         return COMMANDS[argv[0]](argv[1:])

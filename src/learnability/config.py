@@ -17,9 +17,7 @@ import os
 import typing
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A config key or value the user must fix."""
+from learnability.errors import ConfigError  # noqa: F401  (re-exported)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,7 +266,6 @@ def save(cfg: Any, path: str) -> None:
     from learnability.io import atomic_write_text
 
     atomic_write_text(path, json.dumps(to_dict(cfg), indent=2) + "\n")
-
 
 
 def load_for_resume(folder: str, filename: str, overrides: list[str], writer: str) -> dict:

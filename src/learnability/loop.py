@@ -19,6 +19,7 @@ from learnability import faults
 from learnability.checkpoint import Checkpointer
 from learnability.data import CLEAN, DUPLICATE, JUNK, LABEL_NOISE, IndexStream, Splits, build_data
 from learnability.data.imageset import ImageSet
+from learnability.device import sync
 from learnability.flops import Ledger, measure_cost, step_flops
 from learnability.io import atomic_write_text, ids_digest
 from learnability.losses import cross_entropy
@@ -42,11 +43,6 @@ def evaluate(model: torch.nn.Module, data: ImageSet, batch_size: int, device: to
         correct += int((pred.cpu() == data.y[i:i + batch_size]).sum())
     model.train(was)
     return correct / len(data)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def selected_by_kind(code: torch.Tensor) -> dict[str, float]:
@@ -140,7 +136,7 @@ def run(cfg: C.RunConfig, splits: Splits | None = None, resume: bool = False) ->
             pos, x, y = pos[:b], x[:b], y[:b]
         elif selector is not None:
             if online_ref is not None:  # a reference trained alongside, on clean curated batches
-                _sync(device)
+                sync(device)
                 t0 = time.perf_counter()
                 ref_model, ref_opt, ref_stream = online_ref
                 rp = ref_stream.next()
@@ -149,7 +145,7 @@ def run(cfg: C.RunConfig, splits: Splits | None = None, resume: bool = False) ->
                 ref_opt.zero_grad(set_to_none=True)
                 ref_loss.backward()
                 ref_opt.step()
-                _sync(device)
+                sync(device)
                 ledger.add("proxy_train", flops=selector.cost("reference", (x, y)).train * b, seconds=time.perf_counter() - t0)
             sel = selector.select_index((x, y), ids)
             for kind, v in sel.losses.items():
@@ -157,7 +153,7 @@ def run(cfg: C.RunConfig, splits: Splits | None = None, resume: bool = False) ->
             pos, x, y = pos[sel.index.cpu()], x[sel.index], y[sel.index]
 
         # 4. Train the learner on the selection, then the online proxy on the same batch.
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         loss = learner_step(learner, optimizer, ema, lambda: cross_entropy(learner(x), y, t.label_smoothing).mean(),
                             device=device, autocast=autocast, where=f"arm {s.score}, at step {step} (files kept in {cfg.out})",

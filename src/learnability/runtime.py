@@ -10,6 +10,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from learnability import config as C
+from learnability.device import sync
 from learnability.flops import Ledger
 from learnability.reference import ReferenceLosses
 from learnability.schedule import lr_at
@@ -108,6 +109,5 @@ def learner_step(learner: nn.Module, optimizer: torch.optim.Optimizer, ema: Aver
     optimizer.step()
     if ema is not None:
         ema.update_parameters(learner)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     return loss
