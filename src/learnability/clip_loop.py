@@ -30,8 +30,8 @@ from learnability.data import IndexStream
 from learnability.dual import build_dual
 from learnability.flops import Ledger, measure_loss_cost
 from learnability.io import atomic_write_text, ids_digest
-from learnability.joint import list_joint_samplers
 from learnability.scores import NonFiniteLossError, get_score
+from learnability.selection import is_joint
 from learnability.pairs import CLEAN, class_prompts
 from learnability.pairs.build import build_pairs
 from learnability.pairs.noise import synthetic_vocabulary
@@ -116,7 +116,7 @@ def run_clip(cfg: C.RunConfig, data: tuple[PairSplits, int] | None = None, resum
     selector = None
     if selecting:
         needs = get_score(s.score).needs
-        joint = s.sampler in list_joint_samplers()
+        joint = is_joint(s.sampler)
         proxy = (seeded(lambda: build_dual(p.proxy, shape, vocab, p.max_len, **init), t.seed + 1, device)
                  if "online" in needs else None)
         reference, ref_losses = None, None

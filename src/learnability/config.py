@@ -342,8 +342,6 @@ def validate(cfg: RunConfig) -> None:
     ] + [(0 <= getattr(d, k) < 1, f"data.{k}", "must be in [0, 1)") for k in ("label_noise", "duplicates", "junk")]
     if cfg.task == "clip":
         from learnability.dual import list_dual_models
-        from learnability.joint import list_joint_samplers
-
         p = cfg.pairs
         checks += [
             (p.source in ("synthetic", "jsonl", "shards"), "pairs.source", "must be synthetic, jsonl or shards"),
@@ -362,12 +360,12 @@ def validate(cfg: RunConfig) -> None:
             *[(0 <= getattr(p, k) < 1, f"pairs.{k}", "must be in [0, 1)") for k in ("swapped", "uninformative", "wrong_attribute", "duplicates")],
             (p.swapped + p.uninformative + p.wrong_attribute + p.duplicates < 1, "pairs.swapped/uninformative/wrong_attribute/duplicates",
              "must add up to below 1 (they corrupt disjoint examples)"),
-            (s.sampler not in list_joint_samplers() or t.batch_size % p.n_chunks == 0, "pairs.n_chunks",
+            (s.sampler not in list_samplers("joint") or t.batch_size % p.n_chunks == 0, "pairs.n_chunks",
              f"must divide train.batch_size={t.batch_size} for joint selection (JEST draws equal chunks)"),
         ]
         checks = [c for c in checks if c[1] not in ("selection.sampler",)]
-        checks.append((s.sampler in list_samplers() + list_joint_samplers(), "selection.sampler",
-                       f"must be one of {', '.join(list_samplers() + list_joint_samplers())}"))
+        checks.append((s.sampler in list_samplers("all"), "selection.sampler",
+                       f"must be one of {', '.join(list_samplers('all'))}"))
     elif cfg.task != "classify":
         raise ConfigError(f"task must be classify or clip; got {cfg.task!r}")
     if cfg.backend != "local":

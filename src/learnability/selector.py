@@ -31,8 +31,7 @@ from learnability.flops import Ledger, ModelCost, measure_loss_cost
 from learnability.losses import PerExampleLoss, check_per_example, classification_loss, pair_losses, score_losses
 from learnability.reference import ReferenceLosses
 from learnability.scores import compute_scores, get_score
-from learnability.joint import get_joint_sampler, list_joint_samplers
-from learnability.selection import get_sampler
+from learnability.selection import get_sampler, is_joint
 
 
 @dataclasses.dataclass
@@ -85,8 +84,8 @@ class Selector:
                 raise ValueError(f"{arg} must be an integer; got {value!r}")
         if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 < temperature < math.inf:
             raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
-        self.joint = sampler in list_joint_samplers()
-        self.sample = get_joint_sampler(sampler) if self.joint else get_sampler(sampler)
+        self.sample = get_sampler(sampler)
+        self.joint = is_joint(sampler)
         if self.joint and pair_loss_fn is None:
             raise ValueError(f"the joint sampler {sampler!r} needs pair_loss_fn: (model, batch) -> [B, B] pairwise losses")
         if self.joint and (n_chunks < 1 or batch_size % n_chunks):
