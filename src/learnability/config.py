@@ -282,12 +282,10 @@ def load_for_resume(folder: str, filename: str, overrides: list[str], writer: st
 
 
 def data_order(d: DataConfig) -> str:
-    """How the data is shuffled: `data.order`, with auto = bijection for the file-backed sources
-    (folder, npy: nothing per example held, so the pool can outgrow memory), permutation otherwise
-    (the torch.randperm order of earlier versions, so their results are unchanged)."""
-    if d.order != "auto":
-        return d.order
-    return "bijection" if d.source in ("folder", "npy") else "permutation"
+    """How the data is shuffled: `data.order` resolved for `data.source` (`data.sources.resolve_order`)."""
+    from learnability.data.sources import resolve_order
+
+    return resolve_order(d.order, d.source)
 
 
 def validate(cfg: RunConfig) -> None:
