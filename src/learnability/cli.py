@@ -56,7 +56,7 @@ def resumed_config(run_dir: str, overrides: list[str]) -> C.RunConfig:
 
 
 def cmd_run(args: list[str]) -> int:
-    from learnability.loop import run
+    from learnability.backend import run_arm
 
     resume, args = _split_resume(args)
     out, rest = _split_out(args)
@@ -64,18 +64,7 @@ def cmd_run(args: list[str]) -> int:
         cfg = resumed_config(resume, rest + ([f"--out={out}"] if out else []))
     else:
         cfg = dataclasses.replace(C.apply_overrides(C.RunConfig(), rest), out=_out(out, "run"))
-    if cfg.task == "clip":
-        from learnability.clip_loop import run_clip
-
-        summary = run_clip(cfg, resume=bool(resume))
-    elif cfg.backend == "ray":
-        from learnability.distributed import run_ray
-
-        if resume:
-            raise C.ConfigError("--resume does not cover backend=ray yet; rerun the run, or use the local backend")
-        summary = run_ray(cfg)
-    else:
-        summary = run(cfg, resume=bool(resume))
+    summary = run_arm(cfg, resume=bool(resume))
     print(f"{summary['arm']}: final test accuracy {summary['final_accuracy']:.4f} after {summary['steps']} steps; "
           f"files in {cfg.out}")
     return 0

@@ -340,6 +340,7 @@ def validate(cfg: RunConfig) -> None:
     ] + [(0 <= getattr(d, k) < 1, f"data.{k}", "must be in [0, 1)") for k in ("label_noise", "duplicates", "junk")]
     if cfg.task == "clip":
         from learnability.dual import list_dual_models
+
         p = cfg.pairs
         checks += [
             (p.source in ("synthetic", "jsonl", "shards"), "pairs.source", "must be synthetic, jsonl or shards"),
@@ -364,8 +365,11 @@ def validate(cfg: RunConfig) -> None:
         checks = [c for c in checks if c[1] not in ("selection.sampler",)]
         checks.append((s.sampler in list_samplers("all"), "selection.sampler",
                        f"must be one of {', '.join(list_samplers('all'))}"))
-    elif cfg.task != "classify":
-        raise ConfigError(f"task must be classify or clip; got {cfg.task!r}")
+    else:
+        from learnability.tasks import list_tasks
+
+        if cfg.task not in list_tasks():
+            raise ConfigError(f"task must be one of {', '.join(list_tasks())}; got {cfg.task!r}")
     if cfg.backend != "local":
         checks += _ray_checks(cfg)
     for ok, key, why in checks:
