@@ -15,7 +15,7 @@ from learnability import analysis
 from learnability import config as C
 from learnability.cli import main
 from learnability.clip_eval import retrieval_recall, zero_shot_accuracy
-from learnability.clip_loop import actor_loss_fn, embedding_rows_fn, pair_loss_fn, train_loss_fn
+from learnability.tasks.clip import actor_loss_fn, embedding_rows_fn, pair_loss_fn, train_loss_fn
 from learnability.contrastive import clip_loss_per_example_from_rows, joint_loss_matrix_from_rows
 from learnability.dual import build_dual
 from learnability.flops import cnn_cost, measure_loss_cost

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from learnability.scores import LOSS_KINDS, compute_scores, get_score, list_scores
-from learnability.selection import get_sampler, list_samplers
+from learnability.selection import get_sampler, is_joint, list_samplers
 
 B = 7
 
@@ -40,6 +40,17 @@ def _random_losses(n: int, seed: int) -> dict[str, torch.Tensor]:
 def test_registries_are_not_empty() -> None:
     assert {"learnability", "hard_learner", "easy_reference", "uniform", "rho"} <= set(list_scores())
     assert {"softmax", "topk"} <= set(list_samplers())
+
+
+def test_one_sampler_registry_holds_flat_and_joint_samplers() -> None:
+    flat, joint = list_samplers("flat"), list_samplers("joint")
+    assert list_samplers() == flat and "jest" in joint and not set(flat) & set(joint)
+    assert list_samplers("all") == sorted(flat + joint)
+    assert [is_joint(n) for n in ("softmax", "jest")] == [False, True]
+    with pytest.raises(ValueError, match="unknown sampler kind"):
+        list_samplers("matrix")
+    with pytest.raises(ValueError, match="unknown sampler 'nope'; choose one of jest, softmax, topk"):
+        is_joint("nope")
 
 
 # --- scores ---------------------------------------------------------------------------------

@@ -167,6 +167,20 @@ def test_scalar_loss_function_is_refused() -> None:
         sel.train_proxy((x[:SMALL_B], y[:SMALL_B]))
 
 
+def test_a_scoring_only_selector_needs_no_proxy_optimizer() -> None:
+    """A selector that only scores (a scoring actor, whose proxy weights are published to it) is
+    built without an optimizer; training its proxy is then an error that says what is missing."""
+    proxy, _ = _proxy()
+    sel = Selector(score="learnability", batch_size=SMALL_B, proxy=proxy, reference_losses=_cached_reference())
+    x, y, ids = _batch()
+    assert sel.select_index((x, y), ids).index.shape == (SMALL_B,)
+    with pytest.raises(ValueError, match="proxy_optimizer"):
+        sel.train_proxy((x[:SMALL_B], y[:SMALL_B]))
+    state = sel.state_dict()
+    assert "proxy_optimizer" not in state
+    sel.load_state_dict(state)
+
+
 def test_constructor_checks() -> None:
     proxy, opt = _proxy()
     with pytest.raises(ValueError, match="proxy"):

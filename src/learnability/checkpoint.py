@@ -22,14 +22,11 @@ from typing import Any, Protocol
 import torch
 
 from learnability import faults
+from learnability.errors import CheckpointError  # noqa: F401  (re-exported)
 from learnability.io import JsonlWriter, atomic_write, atomic_write_text
 
 MAGIC = b"LRNCKPT1"
 _NAME = re.compile(r"step-(\d+)\.ckpt$")
-
-
-class CheckpointError(ValueError):
-    """No usable checkpoint, or one that belongs to another run."""
 
 
 class Stateful(Protocol):

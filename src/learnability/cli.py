@@ -75,7 +75,7 @@ def interrupted_message(command: str, out: str, backend: str = "local") -> str:
 
 
 def cmd_run(args: list[str]) -> int:
-    from learnability.loop import run
+    from learnability.backend import run_arm
 
     resume, args = _split_resume(args)
     out, rest = _split_out(args)
@@ -84,18 +84,7 @@ def cmd_run(args: list[str]) -> int:
     else:
         cfg = dataclasses.replace(C.apply_overrides(C.RunConfig(), rest), out=_out(out, "run"))
     try:
-        if cfg.task == "clip":
-            from learnability.clip_loop import run_clip
-
-            summary = run_clip(cfg, resume=bool(resume))
-        elif cfg.backend == "ray":
-            from learnability.distributed import run_ray
-
-            if resume:
-                raise C.ConfigError("--resume does not cover backend=ray yet; rerun the run, or use the local backend")
-            summary = run_ray(cfg)
-        else:
-            summary = run(cfg, resume=bool(resume))
+        summary = run_arm(cfg, resume=bool(resume))
     except KeyboardInterrupt:
         print(interrupted_message("run", cfg.out, cfg.backend), file=sys.stderr)
         return 130
@@ -221,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] in COMMAND_USAGE and any(a in ("-h", "--help") for a in argv[1:]):
         print(command_help(argv[0]))
         return 0
-    from learnability.checkpoint import CheckpointError
-    from learnability.scores import NonFiniteLossError
-    from learnability.reference import CacheMismatchError
+    from learnability.errors import CacheMismatchError, CheckpointError, NonFiniteLossError
 
     from learnability.distributed.stopping import interrupt_deadline
 

@@ -8,10 +8,12 @@ import os
 from typing import Sequence
 
 from learnability import config as C
+from learnability.backend import run_arm
 from learnability.io import atomic_write_text
 from learnability.report import build_report
 from learnability.runtime import absolute_paths
 from learnability.scores import list_scores
+from learnability.tasks import get_task
 
 # Arm names beyond the score names: image-text selection, independent (ActiveCLIP) or joint (JEST).
 ALIASES = {"activeclip": {"score": "learnability"}, "jest": {"score": "learnability", "sampler": "jest"}}
@@ -40,25 +42,9 @@ def compare(cfg: C.RunConfig, arms: Sequence[str], out: str, amortise: int = 10,
     os.makedirs(out, exist_ok=True)
     atomic_write_text(os.path.join(out, "compare.json"),
                       json.dumps({"arms": arms, "config": C.to_dict(absolute_paths(cfg))}, indent=2) + "\n")
-    if cfg.task == "clip":
-        from learnability.clip_loop import run_clip
-        from learnability.pairs.build import build_pairs
-
-        data = build_pairs(cfg)
-        for c in _todo(configs, resume):
-            run_clip(c, data, resume=resume)
-    else:
-        from learnability.data import build_data
-        from learnability.loop import run
-
-        splits = build_data(cfg.data)
-        for c in _todo(configs, resume):
-            if c.backend == "ray":  # no checkpoints: an unfinished arm starts again from step 0
-                from learnability.distributed import run_ray
-
-                run_ray(c, splits)
-            else:
-                run(c, splits, resume=resume)
+    data = get_task(cfg.task).load(cfg)  # built once, shared by the arms
+    for c in _todo(configs, resume):
+        run_arm(c, data, resume=resume and c.backend != "ray")  # ray: no checkpoints, an unfinished arm starts again
     return build_report([c.out for c in configs], out, amortise)
 
 

@@ -17,9 +17,7 @@ import os
 import typing
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A config key or value the user must fix."""
+from learnability.errors import ConfigError  # noqa: F401  (re-exported)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,12 +287,10 @@ def load_for_resume(folder: str, filename: str, overrides: list[str], writer: st
 
 
 def data_order(d: DataConfig) -> str:
-    """How the data is shuffled: `data.order`, with auto = bijection for the file-backed sources
-    (folder, npy: nothing per example held, so the pool can outgrow memory), permutation otherwise
-    (the torch.randperm order of earlier versions, so their results are unchanged)."""
-    if d.order != "auto":
-        return d.order
-    return "bijection" if d.source in ("folder", "npy") else "permutation"
+    """How the data is shuffled: `data.order` resolved for `data.source` (`data.sources.resolve_order`)."""
+    from learnability.data.sources import resolve_order
+
+    return resolve_order(d.order, d.source)
 
 
 def validate(cfg: RunConfig) -> None:
@@ -349,7 +345,6 @@ def validate(cfg: RunConfig) -> None:
     ] + [(0 <= getattr(d, k) < 1, f"data.{k}", "must be in [0, 1)") for k in ("label_noise", "duplicates", "junk")]
     if cfg.task == "clip":
         from learnability.dual import list_dual_models
-        from learnability.joint import list_joint_samplers
 
         p = cfg.pairs
         checks += [
@@ -369,14 +364,17 @@ def validate(cfg: RunConfig) -> None:
             *[(0 <= getattr(p, k) < 1, f"pairs.{k}", "must be in [0, 1)") for k in ("swapped", "uninformative", "wrong_attribute", "duplicates")],
             (p.swapped + p.uninformative + p.wrong_attribute + p.duplicates < 1, "pairs.swapped/uninformative/wrong_attribute/duplicates",
              "must add up to below 1 (they corrupt disjoint examples)"),
-            (s.sampler not in list_joint_samplers() or t.batch_size % p.n_chunks == 0, "pairs.n_chunks",
+            (s.sampler not in list_samplers("joint") or t.batch_size % p.n_chunks == 0, "pairs.n_chunks",
              f"must divide train.batch_size={t.batch_size} for joint selection (JEST draws equal chunks)"),
         ]
         checks = [c for c in checks if c[1] not in ("selection.sampler",)]
-        checks.append((s.sampler in list_samplers() + list_joint_samplers(), "selection.sampler",
-                       f"must be one of {', '.join(list_samplers() + list_joint_samplers())}"))
-    elif cfg.task != "classify":
-        raise ConfigError(f"task must be classify or clip; got {cfg.task!r}")
+        checks.append((s.sampler in list_samplers("all"), "selection.sampler",
+                       f"must be one of {', '.join(list_samplers('all'))}"))
+    else:
+        from learnability.tasks import list_tasks
+
+        if cfg.task not in list_tasks():
+            raise ConfigError(f"task must be one of {', '.join(list_tasks())}; got {cfg.task!r}")
     if cfg.backend != "local":
         checks += _ray_checks(cfg)
     for ok, key, why in checks:

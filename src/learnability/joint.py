@@ -10,43 +10,33 @@ minus the reference's, times |S|. Easy-reference is `-L_reference`, hard-learner
 `jest_sample` (registered as "jest") is JEST's Algorithm 1: k = n_chunks * (k / n_chunks) examples drawn in chunks, each
 chunk by softmax sampling without replacement (the Gumbel top-k of `selection.softmax`) over the
 not-yet-chosen candidates, with logits that condition on the chunks already chosen. Add another
-joint sampler with a function and `@register_joint_sampler(name)`.
+joint sampler with a function and `@register_joint_sampler(name)` (the samplers' one registry, in
+`selection`).
 """
 
 from __future__ import annotations
 
 import numbers
-from typing import Callable, Protocol
+from typing import Callable
 
 import torch
 
-from learnability.selection import softmax
-
-
-class JointSampler(Protocol):
-    def __call__(self, score_matrix: torch.Tensor, k: int, n_chunks: int, *, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor: ...
-
-
-_JOINT_SAMPLERS: dict[str, JointSampler] = {}
+from learnability.selection import JointSampler, get_sampler, list_samplers, register_sampler, softmax
 
 
 def register_joint_sampler(name: str) -> Callable[[Callable], Callable]:
-    def wrap(fn: Callable) -> Callable:
-        _JOINT_SAMPLERS[name] = fn
-        return fn
-
-    return wrap
+    """`@register_joint_sampler(name)`: `selection.register_sampler(name=name, joint=True)`."""
+    return register_sampler(name=name, joint=True)
 
 
 def list_joint_samplers() -> list[str]:
-    return sorted(_JOINT_SAMPLERS)
+    return list_samplers("joint")
 
 
 def get_joint_sampler(name: str) -> JointSampler:
-    if name not in _JOINT_SAMPLERS:
+    if name not in list_joint_samplers():
         raise ValueError(f"unknown joint sampler {name!r}; choose one of {', '.join(list_joint_samplers())}")
-    return _JOINT_SAMPLERS[name]
+    return get_sampler(name)
 
 
 def _check_matrix(score_matrix: torch.Tensor) -> None:
@@ -98,7 +88,7 @@ def _gain(m: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
     return (m.diagonal() + m @ w + m.T @ w).masked_fill(chosen, float("-inf"))
 
 
-@register_joint_sampler("jest")
+@register_sampler(name="jest", joint=True)
 def jest_sample(score_matrix: torch.Tensor, k: int, n_chunks: int, *, temperature: float = 1.0,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """`[k]` distinct candidate indices drawn in `n_chunks` chunks of `k / n_chunks` (JEST's

@@ -34,14 +34,11 @@ import secrets
 import numpy as np
 import torch
 
+from learnability.errors import CacheMismatchError  # noqa: F401  (re-exported)
 from learnability.io import atomic_save_npy, atomic_write, atomic_write_text, file_sha256, fsync_dir
 
 FORMAT = 1
 MAX_HOLES = 8  # a dense index allows one hole (an id of the range not in the cache) per MAX_HOLES ids
-
-
-class CacheMismatchError(ValueError):
-    """A saved reference or loss cache does not match the data or weights of this run, or fails its checksum."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,22 +1,31 @@
-"""Start-of-run chores shared by the classification and image-text loops."""
+"""The pieces every training loop shares, for any task: start-of-run chores, the learner and the
+selection set-up from a `tasks.Task`, the learner's update, the online proxy's and an online
+reference's updates. `loop.py` (single process) and `distributed/learner.py` (Ray) both use them."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
+import time
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from learnability import config as C
+from learnability.batch import Batch, batch_len
 from learnability.checkpoint import CheckpointError
-from learnability.flops import Ledger
+from learnability.data.stream import IndexStream
+from learnability.device import sync
+from learnability.flops import Ledger, ModelCost
 from learnability.reference import ReferenceLosses
 from learnability.schedule import lr_at
 from learnability.scores import NonFiniteLossError, get_score
 from learnability.selector import Selector
+
+if TYPE_CHECKING:
+    from learnability.tasks import Task
 
 
 PATH_KEYS = (("data", "path"), ("pairs", "path"), ("pairs", "reference_path"), ("pairs", "test_path"),
@@ -137,6 +146,70 @@ def learner_step(learner: nn.Module, optimizer: torch.optim.Optimizer, ema: Aver
     optimizer.step()
     if ema is not None:
         ema.update_parameters(learner)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     return loss
+
+
+def build_learner(cfg: C.RunConfig, task: "Task", device: torch.device
+                  ) -> tuple[nn.Module, torch.optim.Optimizer, ModelCost, AveragedModel | None, float]:
+    """The learner (seeded with train.seed), its AdamW, its measured per-example cost, and the EMA
+    of its weights that is evaluated (with that EMA's FLOPs per update)."""
+    t = cfg.train
+    learner = seeded(lambda: task.build_model("learner"), t.seed, device)
+    optimizer = torch.optim.AdamW(learner.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    cost = task.learner_cost(learner)
+    ema, ema_flops = make_ema(learner, t.ema)  # evaluated: measures the model, not the step's noise
+    return learner, optimizer, cost, ema, ema_flops
+
+
+class OnlineReference(NamedTuple):
+    """A reference trained alongside the learner from scratch (`reference.train_on=online`)."""
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    stream: IndexStream  # over the curated set
+
+
+def build_selection(cfg: C.RunConfig, task: "Task", learner: nn.Module, ledger: Ledger, device: torch.device,
+                    autocast: bool) -> tuple[Selector, OnlineReference | None]:
+    """The Selector of a selecting run, with the online proxy (seeded with train.seed + 1) and the
+    reference (the proxy's architecture, train.seed + 2): trained alongside on curated batches
+    (`reference.train_on=online`; returned too, its stream seeded with train.seed + 3), or trained
+    or loaded by the task before the run, with its per-id cache."""
+    t, needs = cfg.train, get_score(cfg.selection.score).needs
+    proxy = seeded(lambda: task.build_model("proxy"), t.seed + 1, device) if "online" in needs else None
+    reference, cached, online = None, None, None
+    if "reference" in needs:
+        reference = seeded(lambda: task.build_model("proxy"), t.seed + 2, device)
+        if cfg.reference.train_on == "online":
+            online = OnlineReference(reference, torch.optim.AdamW(reference.parameters(), lr=cfg.reference.lr),
+                                     IndexStream(task.reference_size, t.batch_size, t.seed + 3))
+        else:
+            cached = task.prepare_reference(reference, ledger)
+    selector = build_selector(cfg, proxy=proxy, reference=reference, reference_losses=cached, learner=learner,
+                              ledger=ledger, autocast=autocast, **task.selector_options(cached is not None))
+    return selector, online
+
+
+def online_reference_step(online: OnlineReference, task: "Task", selector: Selector, candidates: Batch,
+                          device: torch.device) -> None:
+    """One update of a reference trained alongside, on the next curated batch; its FLOPs (measured
+    on batches shaped like `candidates`) and seconds are charged to `proxy_train`."""
+    sync(device)
+    t0 = time.perf_counter()
+    batch = task.draw(online.stream.next(), "reference")
+    online.model.train()
+    loss = task.reference_loss(online.model, batch)
+    online.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    online.optimizer.step()
+    sync(device)
+    selector.ledger.add("proxy_train", flops=selector.cost("reference", candidates).train * batch_len(batch),
+                        seconds=time.perf_counter() - t0)
+
+
+def proxy_step(selector: Selector, batch: Batch, where: str) -> float:
+    """`selector.train_proxy(batch)`; a diverged proxy is a NonFiniteLossError naming `where`."""
+    try:
+        return selector.train_proxy(batch)
+    except FloatingPointError as e:
+        raise NonFiniteLossError(f"{where}: {e}") from e

@@ -12,12 +12,9 @@ from typing import Callable, Mapping
 
 import torch
 
+from learnability.errors import NonFiniteLossError  # noqa: F401  (re-exported)
+
 LOSS_KINDS = ("online", "reference", "learner")
-
-
-class NonFiniteLossError(FloatingPointError, ValueError):
-    """A NaN or infinite loss: a diverged model or bad input values. The CLI exits 1 and keeps the
-    run's files (a ValueError too, for callers that treat it as bad input)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,9 @@ distinct int64 indices in `[0, B)`; k = B gives a permutation; k outside `1..B`,
 integer, scores that are not 1-D or hold NaN/inf, and a temperature that is not a finite number
 > 0 are ValueErrors. Softmax draws uniformly among exactly tied keys (all-equal scores, or a
 temperature so small that the noise vanishes against the scores), never by position.
+One registry holds every sampler, flat ones (a score vector `[B]`) and joint ones (a score matrix
+`[B, B]` drawn in chunks, `learnability.joint`): `list_samplers(kind)`, `get_sampler(name)`,
+`is_joint(name)`.
 """
 
 from __future__ import annotations
@@ -25,22 +28,42 @@ class Sampler(Protocol):
                  generator: torch.Generator | None = None) -> torch.Tensor: ...
 
 
-_SAMPLERS: dict[str, Sampler] = {}
+class JointSampler(Protocol):
+    def __call__(self, score_matrix: torch.Tensor, k: int, n_chunks: int, *, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor: ...
 
 
-def register_sampler(fn: Callable) -> Callable:
-    _SAMPLERS[fn.__name__] = fn
-    return fn
+_SAMPLERS: dict[str, tuple[Sampler | JointSampler, bool]] = {}  # name -> (sampler, joint)
+KINDS = ("flat", "joint", "all")
 
 
-def list_samplers() -> list[str]:
-    return sorted(_SAMPLERS)
+def register_sampler(fn: Callable | None = None, *, name: str | None = None, joint: bool = False) -> Callable:
+    """`@register_sampler` registers a flat sampler under its function's name;
+    `@register_sampler(name="jest", joint=True)` a joint one (`JointSampler`)."""
+    def wrap(f: Callable) -> Callable:
+        _SAMPLERS[name or f.__name__] = (f, joint)
+        return f
+
+    return wrap(fn) if fn is not None else wrap
 
 
-def get_sampler(name: str) -> Sampler:
+def list_samplers(kind: str = "flat") -> list[str]:
+    """Registered sampler names: flat (score vectors; the default), joint (score matrices) or all."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown sampler kind {kind!r}; choose one of {', '.join(KINDS)}")
+    return sorted(n for n, (_, joint) in _SAMPLERS.items() if kind == "all" or joint == (kind == "joint"))
+
+
+def get_sampler(name: str) -> Sampler | JointSampler:
     if name not in _SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(list_samplers())}")
-    return _SAMPLERS[name]
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(list_samplers('all'))}")
+    return _SAMPLERS[name][0]
+
+
+def is_joint(name: str) -> bool:
+    """Whether sampler `name` draws from a score matrix `[B, B]` (`JointSampler`)."""
+    get_sampler(name)
+    return _SAMPLERS[name][1]
 
 
 def _check(scores: torch.Tensor, k: int, temperature: float) -> None:
@@ -92,3 +115,6 @@ def topk(scores: torch.Tensor, k: int, *, temperature: float = 1.0,
     """`[k]` indices of the highest scores; ties go to the lower index. Ignores temperature."""
     _check(scores, k, temperature)
     return torch.argsort(scores.detach().cpu(), descending=True, stable=True)[:k].to(scores.device)
+
+
+from learnability import joint as _joint  # noqa: E402,F401  (registers the joint samplers)

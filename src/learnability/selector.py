@@ -26,12 +26,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from learnability.batch import Batch, batch_len, leaves, rows, take
+from learnability.device import sync
 from learnability.flops import Ledger, ModelCost, measure_loss_cost
 from learnability.losses import PerExampleLoss, check_per_example, classification_loss, pair_losses, score_losses
 from learnability.reference import ReferenceLosses
 from learnability.scores import compute_scores, get_score
-from learnability.joint import get_joint_sampler, list_joint_samplers
-from learnability.selection import get_sampler
+from learnability.selection import get_sampler, is_joint
 
 
 @dataclasses.dataclass
@@ -41,19 +41,15 @@ class Selection:
     losses: dict[str, torch.Tensor]   # each [B]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class Selector:
     """Scores super-batches with small proxies and selects the examples to learn from.
 
     Args:
         score: a registered score name (`learnability.scores.list_scores()`).
         batch_size: b, how many of each super-batch to keep.
-        proxy, proxy_optimizer: the online proxy, co-trained on each selected batch (needed by
-            scores using the `online` loss).
+        proxy, proxy_optimizer: the online proxy (needed by scores using the `online` loss) and the
+            optimizer `train_proxy` co-trains it with on each selected batch (not needed by a
+            selector that only scores, e.g. with weights published to it).
         reference: the frozen reference model, used when `reference_losses` is None.
         reference_losses: per-id cached reference losses (the reference is frozen).
         learner: the learner, for scores using its own loss (`rho`).
@@ -88,8 +84,8 @@ class Selector:
                 raise ValueError(f"{arg} must be an integer; got {value!r}")
         if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 < temperature < math.inf:
             raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
-        self.joint = sampler in list_joint_samplers()
-        self.sample = get_joint_sampler(sampler) if self.joint else get_sampler(sampler)
+        self.sample = get_sampler(sampler)
+        self.joint = is_joint(sampler)
         if self.joint and pair_loss_fn is None:
             raise ValueError(f"the joint sampler {sampler!r} needs pair_loss_fn: (model, batch) -> [B, B] pairwise losses")
         if self.joint and (n_chunks < 1 or batch_size % n_chunks):
@@ -101,8 +97,8 @@ class Selector:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
         needs = set(self.score.needs)
-        if "online" in needs and (proxy is None or proxy_optimizer is None):
-            raise ValueError(f"score {score!r} needs an online proxy and its optimizer")
+        if "online" in needs and proxy is None:
+            raise ValueError(f"score {score!r} needs an online proxy")
         if "reference" in needs and reference is None and reference_losses is None:
             raise ValueError(f"score {score!r} needs a reference model or cached reference losses")
         if "learner" in needs and learner is None:
@@ -168,7 +164,7 @@ class Selector:
         if n < self.b:
             raise ValueError(f"the super-batch has {n} examples but {self.b} are to be selected; "
                              f"draw at least b / (1 - f) candidates")
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         losses: dict[str, torch.Tensor] = {}
         for kind in self.score.needs:
@@ -179,7 +175,7 @@ class Selector:
                 losses[kind] = self._from_rows(cached) if self.reference_rows_fn is not None else cached
             else:
                 losses[kind] = self._model_losses("proxy" if kind == "online" else kind, batch).cpu()
-        _sync(device)
+        sync(device)
         t1 = time.perf_counter()
         try:
             scores = compute_scores(self.score.name, losses, n)
@@ -199,11 +195,14 @@ class Selector:
 
     def train_proxy(self, batch: Batch) -> float:
         """One optimizer step of the online proxy on the selected batch; returns its mean loss
-        (NaN when the score uses no online proxy)."""
-        if self.proxy is None or self.proxy_optimizer is None:
+        (NaN when the score uses no online proxy). A ValueError when the selector was built without
+        `proxy_optimizer` (e.g. a scoring actor, whose proxy weights are published to it)."""
+        if self.proxy is None:
             return float("nan")
+        if self.proxy_optimizer is None:
+            raise ValueError("train_proxy needs the proxy's optimizer: pass proxy_optimizer= to the Selector")
         device, n = leaves(batch)[0].device, batch_len(batch)
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         self.proxy.train()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
@@ -216,7 +215,7 @@ class Selector:
         self.proxy_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.proxy_optimizer.step()
-        _sync(device)
+        sync(device)
         self.ledger.add("proxy_train", flops=self.cost("proxy", batch).train * n,
                         seconds=time.perf_counter() - t0)
         return loss.item()
@@ -254,6 +253,7 @@ class Selector:
         state = {"generator": self.generator.get_state(), "ledger": self.ledger.state_dict()}
         if self.proxy is not None:
             state["proxy"] = self.proxy.state_dict()
+        if self.proxy_optimizer is not None:
             state["proxy_optimizer"] = self.proxy_optimizer.state_dict()
         return state
 
@@ -262,4 +262,5 @@ class Selector:
         self.ledger.load_state_dict(state["ledger"])
         if self.proxy is not None:
             self.proxy.load_state_dict(state["proxy"])
+        if self.proxy_optimizer is not None:
             self.proxy_optimizer.load_state_dict(state["proxy_optimizer"])

@@ -1,19 +1,41 @@
-"""Build the pool, the curated reference set and the test set from a `DataConfig`."""
+"""Build the pool, the curated reference set and the test set from a `config.DataConfig`.
+
+The data layer imports no config: `build_data` reads the fields it needs (`DataSettings`)."""
 
 from __future__ import annotations
 
-from learnability.config import DataConfig, data_order
+from typing import Protocol
+
 from learnability.data.columns import LazyColumn
 from learnability.data.corrupt import corrupt
 from learnability.data.imageset import ImageSet
-from learnability.data.sources import load_source
+from learnability.data.sources import load_source, resolve_order
 from learnability.data.splits import Splits, make_splits
 
 
-def build_data(cfg: DataConfig) -> Splits:
+class DataSettings(Protocol):
+    """The fields of `config.DataConfig` that `build_data` reads (see there for their meaning)."""
+    source: str
+    path: str
+    image_size: int
+    channels: int
+    num_classes: int
+    test_fraction: float
+    reference_size: int
+    pool_size: int
+    test_size: int
+    label_noise: float
+    duplicates: float
+    junk: float
+    seed: int
+    in_memory: bool
+    order: str
+
+
+def build_data(cfg: DataSettings) -> Splits:
     """Load the source, split it, and corrupt the pool only (reference and test stay clean), all
-    shuffled by `data_order(cfg)`."""
-    order = data_order(cfg)
+    shuffled by `data.order` (`sources.resolve_order`)."""
+    order = resolve_order(cfg.order, cfg.source)
     train, test = load_source(cfg.source, path=cfg.path, image_size=cfg.image_size, channels=cfg.channels,
                               test_fraction=cfg.test_fraction, num_classes=cfg.num_classes, seed=cfg.seed, order=order)
     reference_size = cfg.reference_size

@@ -40,6 +40,15 @@ LAZY_SOURCES = ("folder", "npy")  # images read per batch (unless data.in_memory
 ORDERS = ("permutation", "bijection")
 
 
+def resolve_order(order: str, source: str) -> str:
+    """The shuffle of a source's data: `order`, with auto = bijection for the file-backed sources
+    (folder, npy: nothing per example held, so the pool can outgrow memory), permutation otherwise
+    (the torch.randperm order of earlier versions, so their results are unchanged)."""
+    if order != "auto":
+        return order
+    return "bijection" if source in LAZY_SOURCES else "permutation"
+
+
 def load_source(source: str, *, path: str = "", image_size: int = 0, channels: int = 0,
                 test_fraction: float = 0.2, num_classes: int = 0, seed: int = 0,
                 order: str = "permutation") -> tuple[ImageSet, ImageSet]:

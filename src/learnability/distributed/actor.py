@@ -19,14 +19,10 @@ import torch
 from learnability.data import IndexStream
 from learnability.models import build_model
 from learnability.data.lazy import LazyImages
+from learnability.errors import OutOfOrderError  # noqa: F401  (re-exported)
 from learnability.reference import ReferenceLosses
 from learnability.scores import get_score
 from learnability.selector import Selector
-
-
-class OutOfOrderError(RuntimeError):
-    """A request for a batch other than the actor's next one (e.g. sent to a restarted actor
-    before the learner restored it); the learner re-issues it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +83,7 @@ class ScoringActor:
                 reference = build()
                 reference.load_state_dict(reference_state)
         self.selector = Selector(
-            score=spec.score, batch_size=spec.batch_size, proxy=proxy,
-            proxy_optimizer=torch.optim.SGD(proxy.parameters(), lr=0.0) if proxy is not None else None,  # never steps
+            score=spec.score, batch_size=spec.batch_size, proxy=proxy,  # scores only: the learner trains the proxy
             reference=reference, reference_losses=cache, sampler=spec.sampler, temperature=spec.temperature,
             seed=spec.selector_seed)
         self.version = -1

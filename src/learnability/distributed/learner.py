@@ -5,8 +5,9 @@ Per step: take the next selected batch from the queue (time spent waiting is the
 `ray.publish_every` steps, log the same metrics row as the loop plus the batch's actor, proxy
 version and staleness, every actor's cumulative scoring FLOPs and seconds, and restarts.
 
-The models, their seeds and the reference are built exactly as in `loop.run`, and actor 0 uses
-the loop's stream and selector seeds, so 1 actor with `publish_every=1, queue_size=1` reproduces
+The task (`tasks.classify`), the models, their seeds and the reference are built by the same
+`runtime` pieces as in the loop (this module does not import it), and actor 0 uses the loop's
+stream and selector seeds, so 1 actor with `publish_every=1, queue_size=1` reproduces
 the single-process run step for step. Extra files: `batches.jsonl` (per step: actor, batch
 number, proxy version, selected and discarded ids) and `actors.json` (actor process ids).
 """
@@ -21,16 +22,16 @@ import numpy as np
 import torch
 
 from learnability import config as C
-from learnability.data import LazyColumn, LazyImages, Splits, build_data
+from learnability.data import LazyColumn, LazyImages, Splits
+from learnability.device import sync
 from learnability.distributed import cluster, stopping
 from learnability.distributed.actor import ActorSpec, ScoringActor
-from learnability.flops import WALL_CATEGORIES, Ledger, step_flops
+from learnability.errors import ConfigError
+from learnability.flops import WALL_CATEGORIES, Ledger
 from learnability.io import JsonlWriter, atomic_write_text, ids_digest
-from learnability.losses import cross_entropy
-from learnability.loop import NonFiniteLossError, build_learner, evaluate, pretrained_reference, selected_by_kind
-from learnability.models import build_model
-from learnability.runtime import build_selector, learner_lr, learner_step, seeded, start_run, super_batch_size
-from learnability.scores import get_score
+from learnability.runtime import (build_learner, build_selection, learner_lr, learner_step, proxy_step, start_run,
+                                  super_batch_size)
+from learnability.tasks import get_task
 
 ACTOR_KEYS = ("flops_scoring", "seconds_data", "seconds_scoring", "seconds_selection")
 
@@ -54,13 +55,12 @@ def idle_fraction(ledger: Ledger) -> float:
 
 def run_ray(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
     """Train one arm with scoring on Ray actors; returns the summary also written to `summary.json`.
-    `uniform` selects nothing, so it runs the single-process loop. Joins or starts Ray first, so an
+    `uniform` selects nothing: a ConfigError (it runs with backend=local). Joins or starts Ray first, so an
     unreachable `ray.address` fails before any work; the actors (and an embedded Ray) are shut down
     however the run ends, Ctrl-C included."""
     if cfg.selection.score == "uniform":
-        from learnability.loop import run
-
-        return run(cfg, splits)
+        raise ConfigError("selection.score=uniform selects nothing, so it has no actors: run it with backend=local "
+                          "(`learnability run` and `compare` do so by themselves)")
     device, autocast = start_run(cfg)
     started = cluster.connect(cfg.ray)
     actors: list = []
@@ -80,19 +80,16 @@ def _setup_and_train(cfg: C.RunConfig, splits: Splits | None, device: torch.devi
                      actors: list, queues: list) -> dict:
     import ray
 
-    t, s, q = cfg.train, cfg.selection, cfg.ray
-    splits = splits if splits is not None else build_data(cfg.data)
-    pool, shape, k = splits.pool, splits.pool.shape, splits.pool.num_classes
-    b, big_b = t.batch_size, super_batch_size(cfg, len(pool) // q.actors, True)
+    t, q = cfg.train, cfg.ray
+    task = get_task(cfg.task)(cfg, splits, device, autocast)
+    pool, shape, k = task.splits.pool, task.shape, task.k
+    b, big_b = t.batch_size, super_batch_size(cfg, task.pool_size // q.actors, True)
 
-    # Models as in loop.run: the learner, the online proxy (trained here) and the frozen reference.
-    learner, optimizer, learner_cost, ema, ema_flops = build_learner(cfg, shape, k, device)
+    # Models as in the loop: the learner, the online proxy (trained here) and the frozen reference.
+    learner, optimizer, learner_cost, ema, ema_flops = build_learner(cfg, task, device)
     ledger = Ledger(seconds=dict.fromkeys((*WALL_CATEGORIES, "idle"), 0.0))
-    needs = get_score(s.score).needs
-    proxy = seeded(lambda: build_model(cfg.model.proxy, shape, k), t.seed + 1, device) if "online" in needs else None
-    reference, ref_losses = pretrained_reference(cfg, splits, device, ledger) if "reference" in needs else (None, None)
-    selector = build_selector(cfg, proxy=proxy, reference=reference, reference_losses=ref_losses,
-                              learner=learner, ledger=ledger, autocast=autocast)
+    selector, _ = build_selection(cfg, task, learner, ledger, device, autocast)  # no online reference (validated)
+    proxy, reference, ref_losses = selector.proxy, selector.reference, selector.reference_losses
 
     # Actors: the pool goes to the object store once (shared read-only on a node; images of a lazy
     # pool stay in their files, which every actor reads), then one actor per shard.
@@ -105,7 +102,7 @@ def _setup_and_train(cfg: C.RunConfig, splits: Splits | None, device: torch.devi
     queue.publish(0, _cpu_state(proxy))
     pids = stopping.wait_started(actors, q.start_timeout_s)
     atomic_write_text(os.path.join(cfg.out, "actors.json"), json.dumps({"pids": pids}) + "\n")
-    return _train(cfg, splits, queue, learner, optimizer, ema, ema_flops, learner_cost, selector, ledger,
+    return _train(cfg, task, queue, learner, optimizer, ema, ema_flops, learner_cost, selector, ledger,
                   device, autocast, b, big_b, pids)
 
 
@@ -120,10 +117,11 @@ def _cpu_state(model: torch.nn.Module | None) -> dict:
     return {} if model is None else {n: v.detach().cpu().clone() for n, v in model.state_dict().items()}
 
 
-def _train(cfg, splits, queue, learner, optimizer, ema, ema_flops, learner_cost, selector, ledger, device, autocast,
+def _train(cfg, task, queue, learner, optimizer, ema, ema_flops, learner_cost, selector, ledger, device, autocast,
            b, big_b, pids) -> dict:
-    t, s, q = cfg.train, cfg.selection, cfg.ray
-    pool = splits.pool
+    t, q = cfg.train, cfg.ray
+    arm = cfg.name or cfg.selection.score
+    pool = task.splits.pool
     metrics = JsonlWriter(os.path.join(cfg.out, "metrics.jsonl"))
     batches = JsonlWriter(os.path.join(cfg.out, "batches.jsonl"))
     per_actor = [dict.fromkeys(ACTOR_KEYS, 0.0) for _ in range(q.actors)]
@@ -152,23 +150,21 @@ def _train(cfg, splits, queue, learner, optimizer, ema, ema_flops, learner_cost,
             for kind, v in out["losses"].items():
                 row[f"loss_{kind}_candidates"] = v
 
-            # 2. Train the learner, then the online proxy on the same batch (as loop.run).
+            # 2. Train the learner, then the online proxy on the same batch (as the loop).
+            where = f"arm {arm}, at step {step} (files kept in {cfg.out})"
+            sync(device)
             t0 = time.perf_counter()
-            loss = learner_step(learner, optimizer, ema, lambda: cross_entropy(learner(x), y, t.label_smoothing).mean(),
-                                device=device, autocast=autocast,
-                                where=f"arm {s.score}, at step {step} (files kept in {cfg.out})", lr=learner_lr(cfg, step))
+            loss = learner_step(learner, optimizer, ema, lambda: task.train_loss(learner, (x, y)), device=device,
+                                autocast=autocast, where=where, lr=learner_lr(cfg, step))
             ledger.add("learner", flops=learner_cost.train * b + ema_flops, seconds=time.perf_counter() - t0)
             if selector.proxy is not None:
-                try:
-                    row["loss_proxy"] = selector.train_proxy((x, y))
-                except FloatingPointError as e:
-                    raise NonFiniteLossError(f"arm {s.score}, step {step}: {e}; the run's files are kept in {cfg.out}") from e
+                row["loss_proxy"] = proxy_step(selector, (x, y), where)
             if step % q.publish_every == 0:
                 queue.publish(step, _cpu_state(selector.proxy))
 
             # 3. Log: the loop's row, plus where the batch came from and what the actors spent.
             row.update({"examples_seen": step * b, "candidates_drawn": drawn, "loss_learner": loss.item(),
-                        "selected_digest": ids_digest(pool.ids[pos]), **selected_by_kind(pool.corruption[pos])})
+                        "selected_digest": ids_digest(pool.ids[pos]), **task.selected(pos)})
             row.update(ledger.row())
             row.update({"actor": a, "actor_batch": out["seq"], "proxy_version": out["version"],
                         "staleness": step - 1 - out["version"], "candidates_discarded": discarded,
@@ -178,10 +174,10 @@ def _train(cfg, splits, queue, learner, optimizer, ema, ema_flops, learner_cost,
                 row.update({f"actor{i}_{key}": v for key, v in stats.items()})
             if step % t.eval_every == 0 or step == t.steps:
                 t0 = time.perf_counter()
-                accuracy = evaluate(ema.module if ema is not None else learner, splits.test, t.eval_batch_size, device,
-                                    autocast, cfg.progress)
+                row.update(task.evaluate(ema.module if ema is not None else learner, final=step == t.steps))
                 ledger.add("eval", seconds=time.perf_counter() - t0)
-                row["test_accuracy"] = accuracy
+                row["seconds_eval"] = ledger.seconds["eval"]
+                accuracy = row["test_accuracy"]
             metrics.write(row)
             batches.write({"step": step, "actor": a, "seq": out["seq"], "version": out["version"],
                            "selected": out["ids"].tolist(), "discarded": out["discarded"].tolist()})
@@ -190,20 +186,15 @@ def _train(cfg, splits, queue, learner, optimizer, ema, ema_flops, learner_cost,
         batches.close()
     wall = time.perf_counter() - started
 
-    example = (pool.x[:2], pool.y[:2])
-    per_step = step_flops(learner=learner_cost, b=b, big_b=big_b,
-                          proxy=selector.cost("proxy", example) if selector.proxy is not None else None,
-                          reference=selector.cost("reference", example) if selector.reference is not None else None,
-                          reference_cached=selector.reference_losses is not None)
-    per_step["learner"] += ema_flops
+    example = task.draw(torch.arange(2))
     return {
-        "arm": s.score, "backend": "ray", "steps": t.steps, "batch_size": b, "super_batch": big_b,
+        "arm": arm, "task": cfg.task, "backend": "ray", "steps": t.steps, "batch_size": b, "super_batch": big_b,
         "final_accuracy": accuracy,
         "learner_flops_per_example": {"forward": learner_cost.forward, "train": learner_cost.train},
         "proxy_flops_ratio": (learner_cost.forward / selector.cost("proxy", example).forward)
         if selector.proxy is not None else None,
-        "closed_form_step_flops": per_step, "ledger": ledger.state_dict(),
-        "pool_size": len(pool), "pool_corrupted": pool.corrupted_fraction(),
+        "ledger": ledger.state_dict(), "pool_size": task.pool_size,
+        **task.summary(selector, learner_cost, ema_flops, b, big_b),
         "ray": {"actors": q.actors, "publish_every": q.publish_every, "queue_size": q.queue_size,
                 "learner_steps_per_s": t.steps / (wall - ledger.seconds["eval"]),
                 "learner_idle_fraction": idle_fraction(ledger),

@@ -1,0 +1,27 @@
+"""Every error the library raises on purpose, in one place. Each is a ValueError (bad input the
+user can fix) or a RuntimeError, so callers that catch the builtin keep working; the modules that
+raise them re-export them (`config.ConfigError`, `scores.NonFiniteLossError`, ...)."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A config key or value the user must fix."""
+
+
+class NonFiniteLossError(FloatingPointError, ValueError):
+    """A NaN or infinite loss: a diverged model or bad input values. The CLI exits 1 and keeps the
+    run's files (a ValueError too, for callers that treat it as bad input)."""
+
+
+class CacheMismatchError(ValueError):
+    """A saved reference or loss cache does not match the data or weights of this run, or fails its checksum."""
+
+
+class CheckpointError(ValueError):
+    """No usable checkpoint, or one that belongs to another run."""
+
+
+class OutOfOrderError(RuntimeError):
+    """A request for a batch other than the actor's next one (e.g. sent to a restarted actor
+    before the learner restored it); the learner re-issues it."""

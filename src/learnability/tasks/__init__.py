@@ -1,0 +1,106 @@
+"""Tasks: what one kind of training brings to the loop, and their registry.
+
+A task holds its data (pool, curated reference set, test set), builds its models, turns positions
+of a stream into batches, gives the learner's loss, evaluates, and describes the examples trained
+on. Everything else is shared and lives with the caller: the index stream, the `Selector`, the
+ledger, checkpoints and metrics (`learnability.loop`, the single-process loop; the Ray learner in
+`learnability.distributed.learner` reuses the same task and `learnability.runtime` pieces).
+
+A task draws from positions it is given, never from a stream of its own, and its metrics entries
+depend only on the positions trained on, so a data-parallel learner can hand each replica its own
+positions and gather them for the row; the FLOPs and seconds it logs are the `Ledger`'s sums.
+
+Add a task with one module holding a class that satisfies `Task` and `TaskFactory`, registered
+with `@register_task("name")` and imported at the bottom of this file, plus its config checks in
+`config.validate`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+from learnability.batch import Batch
+from learnability.flops import Ledger, ModelCost
+from learnability.reference import ReferenceLosses
+
+
+class Task(Protocol):
+    """One kind of training, built by its `TaskFactory` from the run config."""
+
+    pool_size: int              # N: the candidates a stream draws positions from
+    pool_ids: torch.Tensor      # [N] int64 stable example ids (the reference cache and digests use them)
+    reference_size: int         # examples in the curated set (a reference trained alongside draws from it)
+
+    def build_model(self, role: str) -> nn.Module:
+        """A fresh model: `learner`, or `proxy` (the online proxy; the reference shares its
+        architecture). The caller seeds it and moves it to the device (`runtime.seeded`)."""
+
+    def learner_cost(self, learner: nn.Module) -> ModelCost:
+        """Per-example forward and forward+backward FLOPs of the learner's training step."""
+
+    def prepare_reference(self, model: nn.Module, ledger: Ledger) -> ReferenceLosses | None:
+        """Train `model` as the frozen reference (or load it when `reference.dir` holds one trained
+        alike), charge its one-off FLOPs and seconds to `ledger`, and return its per-id cache of the
+        pool (None when `reference.cache` is off)."""
+
+    def selector_options(self, cached: bool) -> dict:
+        """Keyword arguments of the `Selector` saying how this task's models are scored (`loss_fn`,
+        `train_loss_fn`, `pair_loss_fn`, ...), `cached` telling whether reference losses come
+        from the per-id cache."""
+
+    def draw(self, pos: torch.Tensor, split: str = "pool") -> Batch:
+        """The examples at positions `pos` `[n]` of `split` (pool | reference), on the device."""
+
+    def train_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """The learner's scalar training loss on `batch`."""
+
+    def reference_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """The scalar loss a reference trains on (one trained alongside the learner uses it)."""
+
+    def selected(self, pos: torch.Tensor) -> dict[str, float]:
+        """Metrics-row entries about the pool examples at `pos` `[b]` that the learner trained on
+        (fractions corrupted by kind, ...)."""
+
+    def evaluate(self, model: nn.Module, final: bool) -> dict[str, float]:
+        """Evaluation entries of a metrics row, `test_accuracy` (the target metric) among them;
+        `final` at the run's last evaluation."""
+
+    def summary(self, selector: object | None, learner_cost: ModelCost, ema_flops: float, b: int,
+                big_b: int) -> dict:
+        """Task-specific entries of `summary.json` (the pool's corruption, closed-form step FLOPs, ...)."""
+
+
+class TaskFactory(Protocol):
+    """What the registry holds: `load(cfg)` builds the data, which `compare` builds once and shares
+    between arms; calling the factory builds the task (loading the data itself when `data` is None)."""
+
+    def load(self, cfg: object) -> object: ...
+
+    def __call__(self, cfg: object, data: object | None, device: torch.device, autocast: bool) -> Task: ...
+
+
+_TASKS: dict[str, TaskFactory] = {}
+
+
+def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:
+    def wrap(factory: TaskFactory) -> TaskFactory:
+        _TASKS[name] = factory
+        return factory
+
+    return wrap
+
+
+def list_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> TaskFactory:
+    if name not in _TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(list_tasks())}")
+    return _TASKS[name]
+
+
+from learnability.tasks import classify, clip  # noqa: E402,F401  (register the built-in tasks)
