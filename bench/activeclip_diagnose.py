@@ -89,6 +89,16 @@ def markdown(rows: list[dict], checks: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def final_row(out: str, seed: int, pool: str, vocab: str) -> dict:
+    """The final values of one run (mean of its last three evaluations; attributes: the last)."""
+    evals = analysis.evaluations(read_jsonl(os.path.join(out, "metrics.jsonl")))
+    row = {"seed": seed, "pool": pool, "vocab": vocab}
+    for k in EXTRA:
+        vals = [e[k] for e in evals[-analysis.WINDOW:] if k in e]
+        row[k] = sum(vals) / len(vals) if vals else None
+    return row
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", default="0,1,2")
@@ -96,6 +106,8 @@ def main() -> int:
     p.add_argument("--out", default="runs/bench-activeclip-diagnosis")
     p.add_argument("--results", default="bench/results")
     p.add_argument("--merge", default="", help="comma list of results JSON files of disjoint seeds")
+    p.add_argument("--collect", action="store_true", help="the rows of the runs that finished in --out (an "
+                                                          "interrupted diagnosis); trains nothing")
     a, extra = p.parse_known_args()
     command = "python bench/activeclip_diagnose.py " + " ".join(sys.argv[1:])
     base = C.apply_overrides(C.RunConfig(), PREVIOUS + (SMOKE if a.smoke else []) + extra)
@@ -108,19 +120,16 @@ def main() -> int:
             for pool, pool_flag in POOLS.items():
                 for vocab, vocab_flag in VOCABS.items():
                     out = os.path.join(a.out, f"seed{seed}", f"{pool_flag[2:]}-{vocab_flag[2:]}".replace("=", "_"))
-                    if os.path.exists(out):
+                    if a.collect:
+                        if not os.path.isfile(os.path.join(out, "summary.json")):
+                            continue
+                    elif os.path.exists(out):
                         raise SystemExit(f"{out} exists; remove it or pass --out=NEW_FOLDER")
-                    cfg = C.apply_overrides(base, [pool_flag, vocab_flag, f"--data.seed={seed}", f"--train.seed={seed}",
-                                                   f"--out={out}"])
-                    run_clip(cfg)
-                    metrics = read_jsonl(os.path.join(out, "metrics.jsonl"))
-                    evals = analysis.evaluations(metrics)
-                    row = {"seed": seed, "pool": pool, "vocab": vocab}
-                    for k in EXTRA:
-                        vals = [e[k] for e in evals[-analysis.WINDOW:] if k in e]
-                        row[k] = sum(vals) / len(vals) if vals else None
-                    rows.append(row)
-                    print(f"[{time.time() - t0:6.0f}s] {row}", flush=True)
+                    else:
+                        run_clip(C.apply_overrides(base, [pool_flag, vocab_flag, f"--data.seed={seed}",
+                                                          f"--train.seed={seed}", f"--out={out}"]))
+                    rows.append(final_row(out, seed, pool, vocab))
+                    print(f"[{time.time() - t0:6.0f}s] {rows[-1]}", flush=True)
     os.makedirs(a.results, exist_ok=True)
     atomic_write_text(os.path.join(a.results, "activeclip-diagnosis.json"),
                       json.dumps({"rows": rows, "checks": checks, "command": command}, indent=2) + "\n")
