@@ -59,3 +59,22 @@ def test_oracle_script_runs_uniform_and_the_oracle_only(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads((tmp_path / "res" / "collected.json").read_text())["rows"]
     assert [row["arm"] for row in rows] == ["uniform", "oracle"]
+
+
+def test_diagnosis_smoke_checks_the_pools_and_trains_both_vocabularies(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.path.join(BENCH, "..", "src"),
+                                                                   os.environ.get("PYTHONPATH", "")) if p))
+    args = [sys.executable, os.path.join(BENCH, "activeclip_diagnose.py"), "--smoke", "--seeds=0",
+            f"--out={tmp_path / 'runs'}", f"--results={tmp_path / 'res'}"]
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "res" / "activeclip-diagnosis.json").read_text())
+    checks = res["checks"]
+    assert checks["images_equal"] and checks["ids_equal"] and checks["true_captions_equal"] and checks["test_equal"]
+    assert checks["vocab_words_equal_by_count"] and checks["vocab_ids_differing_by_count"] > 0  # the confound
+    assert checks["fixed_vocab_covers_every_word"]
+    assert len(res["rows"]) == 4 and all(0 <= row["zero_shot"] <= 1 for row in res["rows"])
+    # --collect rebuilds the same rows from the run folders
+    r = subprocess.run(args + ["--collect"], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((tmp_path / "res" / "activeclip-diagnosis.json").read_text())["rows"] == res["rows"]
