@@ -66,7 +66,8 @@ def static_checks(base: C.RunConfig) -> dict:
 
 def markdown(rows: list[dict], checks: dict, command: str) -> str:
     lines = [f"Command: `{command}`  ", f"Machine: {machine()}  ",
-             f"Settings: the previous bench's (`{' '.join(PREVIOUS)}`), seeds {sorted({r['seed'] for r in rows})}", "",
+             f"Settings: the previous bench's (`{' '.join(PREVIOUS)}`) and the command's, seeds "
+             f"{sorted({r['seed'] for r in rows})}", "",
              "What differs between the clean and the noisy pool (seed 0) besides the captions:", ""]
     lines += [f"- `{k}`: {v}" for k, v in checks.items()]
     lines += ["", "| pool | vocabulary | seeds | zero-shot (per seed) | median zero-shot | R@1 i2t | R@1 t2i | "
@@ -106,6 +107,8 @@ def main() -> int:
     p.add_argument("--out", default="runs/bench-activeclip-diagnosis")
     p.add_argument("--results", default="bench/results")
     p.add_argument("--merge", default="", help="comma list of results JSON files of disjoint seeds")
+    p.add_argument("--vocabs", default="captions,auto", help="which pairs.vocab settings to train (comma list)")
+    p.add_argument("--name", default="activeclip-diagnosis", help="results file name (without .json / .md)")
     p.add_argument("--collect", action="store_true", help="the rows of the runs that finished in --out (an "
                                                           "interrupted diagnosis); trains nothing")
     a, extra = p.parse_known_args()
@@ -119,6 +122,8 @@ def main() -> int:
         for seed in (int(s) for s in a.seeds.split(",")):
             for pool, pool_flag in POOLS.items():
                 for vocab, vocab_flag in VOCABS.items():
+                    if vocab_flag.split("=")[1] not in a.vocabs.split(","):
+                        continue
                     out = os.path.join(a.out, f"seed{seed}", f"{pool_flag[2:]}-{vocab_flag[2:]}".replace("=", "_"))
                     if a.collect:
                         if not os.path.isfile(os.path.join(out, "summary.json")):
@@ -131,10 +136,10 @@ def main() -> int:
                     rows.append(final_row(out, seed, pool, vocab))
                     print(f"[{time.time() - t0:6.0f}s] {rows[-1]}", flush=True)
     os.makedirs(a.results, exist_ok=True)
-    atomic_write_text(os.path.join(a.results, "activeclip-diagnosis.json"),
+    atomic_write_text(os.path.join(a.results, f"{a.name}.json"),
                       json.dumps({"rows": rows, "checks": checks, "command": command}, indent=2) + "\n")
     md = markdown(rows, checks, command)
-    atomic_write_text(os.path.join(a.results, "activeclip-diagnosis.md"), md)
+    atomic_write_text(os.path.join(a.results, f"{a.name}.md"), md)
     print(md)
     return 0
 
