@@ -151,9 +151,16 @@ def test_validate_accepts_the_defaults() -> None:
     ("--model.proxy=resnet9000", "model.proxy"),
     ("--reference.train_on=web", "reference.train_on"),
     ("--data.pool_size=-1", "data.pool_size"),
+    ("--selection.start=0", "selection.start"),
+    ("--selection.start=5 --selection.end=4", "selection.end"),
+    ("--backend=ray --selection.start=5", "selection.start/end"),
+    ("--backend=ray --ray.start_timeout_s=0", "ray.start_timeout_s"),
+    ("--task=clip --pairs.swapped=0.5 --pairs.duplicates=0.5", "pairs.swapped/uninformative/wrong_attribute/duplicates"),
+    ("--task=clip --pairs.duplicates=1", "pairs.duplicates"),
+    ("--task=clip --pairs.vocab=bpe", "pairs.vocab"),
 ])
 def test_validate_rejects(arg: str, key: str) -> None:
-    cfg = apply_overrides(RunConfig(), [arg])
+    cfg = apply_overrides(RunConfig(), arg.split())
     with pytest.raises(ConfigError, match=key):
         validate(cfg)
 
