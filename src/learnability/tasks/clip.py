@@ -176,6 +176,23 @@ class ClipTask:
         if final and test.attributes is not None and test.style is not None:
             row.update(attribute_accuracy(img[:n], test.attributes, test.style, lambda texts: embed_text(
                 model, self.tokenizer.encode(texts), t.eval_batch_size, self.device, self.autocast)))
+        if final:
+            row.update(self._fit(model))
+        return row
+
+    def _fit(self, model: nn.Module) -> dict[str, float]:
+        """At the last evaluation: the model's logit scale and bias, and (labelled pairs) zero-shot
+        accuracy on the first `n_ret` pool images by their true labels: the train side of the
+        train/test gap (`zero_shot` is the test side)."""
+        scale, bias = getattr(model, "logit_scale", None), getattr(model, "logit_bias", None)
+        row = {"logit_scale": float(scale.exp()), "logit_bias": float(bias)} if scale is not None and bias is not None else {}
+        pool = self.pool
+        if self.prompts is not None and pool.labels is not None:
+            t, n = self.cfg.train, min(self.n_ret, len(pool))
+            img, _ = embed(model, pool.images[:n], self.prompts[:1].expand(n, -1), t.eval_batch_size, self.device, self.autocast)
+            _, class_txt = embed(model, pool.images[:len(self.prompts)], self.prompts, t.eval_batch_size, self.device,
+                                 self.autocast)
+            row["train_zero_shot"] = zero_shot_accuracy(img, class_txt, pool.labels[:n])
         return row
 
     def summary(self, selector, learner_cost: ModelCost, ema_flops: float, b: int, big_b: int) -> dict:
