@@ -403,7 +403,6 @@ def _ray_checks(cfg: RunConfig) -> list[tuple[bool, str, str]]:
          "online is not supported with backend=ray (the reference would train on the learner); use curated or pool"),
         (not (score in list_scores() and "learner" in get_score(score).needs), "selection.score",
          "scores that use the learner's own loss (rho) need the learner on every actor; use backend=local"),
-        (cfg.checkpoint.every == 0, "checkpoint.every", "checkpoints do not cover backend=ray yet; use backend=local"),
         ((cfg.selection.start, cfg.selection.end) == (1, 0), "selection.start/end",
          "a selection window is not supported with backend=ray (actors select every batch); use backend=local"),
     ]

@@ -10,6 +10,11 @@ The task (`tasks.classify`), the models, their seeds and the reference are built
 stream and selector seeds, so 1 actor with `publish_every=1, queue_size=1` reproduces
 the single-process run step for step. Extra files: `batches.jsonl` (per step: actor, batch
 number, proxy version, selected and discarded ids) and `actors.json` (actor process ids).
+
+Checkpoints (`checkpoint.every`) hold the learner's side, as the loop's do, plus the queue's state
+(`cluster.BatchQueue.state_dict`: each actor's place in its shard and the requests in flight) and
+the per-actor tallies; a resumed run spawns fresh actors and restores them through the same path
+that brings back an actor Ray restarted, so it goes on with the batches the uninterrupted run got.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import numpy as np
 import torch
 
 from learnability import config as C
+from learnability import faults
+from learnability.checkpoint import Checkpointer, reopen_metrics
 from learnability.data import LazyColumn, LazyImages, Splits
 from learnability.device import sync
 from learnability.distributed import cluster, stopping
@@ -53,21 +60,22 @@ def idle_fraction(ledger: Ledger) -> float:
     return ledger.seconds["idle"] / total if total else 0.0
 
 
-def run_ray(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
+def run_ray(cfg: C.RunConfig, splits: Splits | None = None, resume: bool = False) -> dict:
     """Train one arm with scoring on Ray actors; returns the summary also written to `summary.json`.
     `uniform` selects nothing: a ConfigError (it runs with backend=local). Joins or starts Ray first, so an
     unreachable `ray.address` fails before any work; the actors (and an embedded Ray) are shut down
-    however the run ends, Ctrl-C included."""
+    however the run ends, Ctrl-C included. With `resume`, continue from the newest good checkpoint
+    in `cfg.out` (from the start if none)."""
     if cfg.selection.score == "uniform":
         raise ConfigError("selection.score=uniform selects nothing, so it has no actors: run it with backend=local "
                           "(`learnability run` and `compare` do so by themselves)")
-    device, autocast = start_run(cfg)
+    device, autocast = start_run(cfg, resume)
     started = cluster.connect(cfg.ray)
     actors: list = []
     queues: list[cluster.BatchQueue] = []
     try:
         cluster.check_resources(cfg.ray)
-        summary = _setup_and_train(cfg, splits, device, autocast, actors, queues)
+        summary = _setup_and_train(cfg, splits, device, autocast, actors, queues, resume)
     finally:  # bounded in time, Ctrl-C included (`stopping.shutdown`)
         unused = queues[0].close() if queues else 0
         stopping.shutdown(actors, started)
@@ -77,7 +85,7 @@ def run_ray(cfg: C.RunConfig, splits: Splits | None = None) -> dict:
 
 
 def _setup_and_train(cfg: C.RunConfig, splits: Splits | None, device: torch.device, autocast: bool,
-                     actors: list, queues: list) -> dict:
+                     actors: list, queues: list, resume: bool) -> dict:
     import ray
 
     t, q = cfg.train, cfg.ray
@@ -103,7 +111,7 @@ def _setup_and_train(cfg: C.RunConfig, splits: Splits | None, device: torch.devi
     pids = stopping.wait_started(actors, q.start_timeout_s)
     atomic_write_text(os.path.join(cfg.out, "actors.json"), json.dumps({"pids": pids}) + "\n")
     return _train(cfg, task, queue, learner, optimizer, ema, ema_flops, learner_cost, selector, ledger,
-                  device, autocast, b, big_b, pids)
+                  device, autocast, b, big_b, pids, resume)
 
 
 def _like(x: torch.Tensor, pool_x: torch.Tensor) -> torch.Tensor:
@@ -118,17 +126,23 @@ def _cpu_state(model: torch.nn.Module | None) -> dict:
 
 
 def _train(cfg, task, queue, learner, optimizer, ema, ema_flops, learner_cost, selector, ledger, device, autocast,
-           b, big_b, pids) -> dict:
+           b, big_b, pids, resume) -> dict:
     t, q = cfg.train, cfg.ray
     arm = cfg.name or cfg.selection.score
     pool = task.splits.pool
-    metrics = JsonlWriter(os.path.join(cfg.out, "metrics.jsonl"))
-    batches = JsonlWriter(os.path.join(cfg.out, "batches.jsonl"))
-    per_actor = [dict.fromkeys(ACTOR_KEYS, 0.0) for _ in range(q.actors)]
-    drawn, discarded, accuracy = 0, 0, float("nan")
+    # Everything a resumed run needs: the loop's parts, and the queue (restores the fresh actors).
+    parts = {"learner": learner, "optimizer": optimizer, "ema": ema, "selector": selector, "ledger": ledger,
+             "queue": queue}
+    ckpt = Checkpointer(cfg.out, cfg.checkpoint.every, cfg.checkpoint.keep, resume)
+    first, saved, metrics = ckpt.resume(parts, os.path.join(cfg.out, "metrics.jsonl"))
+    batches_path = os.path.join(cfg.out, "batches.jsonl")
+    batches = reopen_metrics(batches_path, first - 1) if first > 1 else JsonlWriter(batches_path)
+    per_actor = saved.get("per_actor", [dict.fromkeys(ACTOR_KEYS, 0.0) for _ in range(q.actors)])
+    drawn, discarded = saved.get("drawn", 0), saved.get("discarded", 0)
+    accuracy, eval_before = saved.get("accuracy", float("nan")), ledger.seconds["eval"]
     started = time.perf_counter()
     try:
-        for step in range(1, t.steps + 1):
+        for step in range(first, t.steps + 1):
             # 1. The next selected batch from the actors; waiting for it is the learner's idle time.
             t0 = time.perf_counter()
             events = len(queue.events)
@@ -181,6 +195,9 @@ def _train(cfg, task, queue, learner, optimizer, ema, ema_flops, learner_cost, s
             metrics.write(row)
             batches.write({"step": step, "actor": a, "seq": out["seq"], "version": out["version"],
                            "selected": out["ids"].tolist(), "discarded": out["discarded"].tolist()})
+            ckpt.maybe_save(step, parts, metrics_rows=step, accuracy=accuracy, per_actor=per_actor, drawn=drawn,
+                            discarded=discarded)
+            faults.point("step")
     finally:
         metrics.close()
         batches.close()
@@ -196,7 +213,7 @@ def _train(cfg, task, queue, learner, optimizer, ema, ema_flops, learner_cost, s
         "ledger": ledger.state_dict(), "pool_size": task.pool_size,
         **task.summary(selector, learner_cost, ema_flops, b, big_b),
         "ray": {"actors": q.actors, "publish_every": q.publish_every, "queue_size": q.queue_size,
-                "learner_steps_per_s": t.steps / (wall - ledger.seconds["eval"]),
+                "learner_steps_per_s": (t.steps - first + 1) / (wall - (ledger.seconds["eval"] - eval_before)),
                 "learner_idle_fraction": idle_fraction(ledger),
                 "restarts": list(queue.restarts), "requests_reissued": queue.lost, "restart_events": queue.events,
                 "candidates_drawn": drawn, "candidates_discarded": discarded, "actor_pids": pids,
