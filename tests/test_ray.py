@@ -66,13 +66,14 @@ def test_shards_are_disjoint_and_cover_the_pool():
 def test_ray_config_is_validated_naming_the_key(tmp_path):
     for args, key in ((["--ray.actors=0"], "ray.actors"), (["--ray.publish_every=0"], "ray.publish_every"),
                       (["--ray.queue_size=0"], "ray.queue_size"), (["--selection.score=rho"], "selection.score"),
-                      (["--reference.train_on=online"], "reference.train_on"), (["--task=clip"], "backend")):
+                      (["--reference.train_on=online"], "reference.train_on")):
         with pytest.raises(C.ConfigError, match=key):
             C.validate(tiny(tmp_path, "--backend=ray", *args))
     with pytest.raises(C.ConfigError, match="backend"):
         C.validate(tiny(tmp_path, "--backend=spark"))
     C.validate(tiny(tmp_path, "--backend=ray", "--ray.actors=4"))
     C.validate(tiny(tmp_path, "--backend=ray", "--checkpoint.every=5"))  # checkpoints cover backend=ray
+    C.validate(tiny(tmp_path, "--backend=ray", "--task=clip"))  # and so do actors: task=clip runs on Ray
     C.validate(tiny(tmp_path, "--ray.actors=0"))  # the local backend ignores the ray section
 
 
@@ -92,13 +93,17 @@ def test_unreachable_address_fails_within_seconds_with_a_clear_error(tmp_path, c
 
 
 def _actor(cfg: C.RunConfig, shard: int = 0, shards: int = 1, pool=None) -> tuple[ScoringActor, dict]:
+    import functools
+
     from learnability.distributed.learner import actor_specs
+    from learnability.tasks import ScoringPart
 
     pool = pool if pool is not None else build_data(cfg.data).pool
-    spec = dataclasses.replace(actor_specs(cfg, pool.shape, pool.num_classes, 64)[0], shard=shard, shards=shards,
+    spec = dataclasses.replace(actor_specs(cfg, 64)[0], shard=shard, shards=shards,
                                score="hard_learner")  # online proxy only: no reference needed
-    proxy = build_model(cfg.model.proxy, pool.shape, pool.num_classes).state_dict()
-    return ScoringActor(spec, pool.x.numpy(), pool.y.numpy(), pool.ids.numpy()), {"proxy": proxy, "pool": pool}
+    build = functools.partial(build_model, cfg.model.proxy, pool.shape, pool.num_classes)
+    part = ScoringPart(pool.ids.numpy(), (pool.x.numpy(), pool.y.numpy()), build, {})
+    return ScoringActor(spec, part), {"proxy": build().state_dict(), "pool": pool}
 
 
 def test_actor_accounts_for_every_drawn_id_and_restores_exactly(tmp_path):
@@ -110,7 +115,7 @@ def test_actor_accounts_for_every_drawn_id_and_restores_exactly(tmp_path):
     seen: list[int] = []
     for o in outs:
         assert len(o["ids"]) == 32 and len(o["discarded"]) == 32 and o["drawn"] == 64
-        assert torch.equal(extra["pool"].ids[o["pos"]], o["ids"]) and torch.equal(extra["pool"].x[o["pos"]], o["x"])
+        assert torch.equal(extra["pool"].ids[o["pos"]], o["ids"]) and torch.equal(extra["pool"].x[o["pos"]], o["batch"][0])
         seen += o["ids"].tolist() + o["discarded"].tolist()
     assert len(seen) == len(set(seen)) == 256 and set(seen) <= shard_ids
     with pytest.raises(OutOfOrderError):
@@ -449,3 +454,41 @@ def test_cli_resumes_a_stopped_ray_run_and_refuses_a_finished_one(tmp_path, ray_
     assert main(["run", "--resume", str(out)]) == 2
     assert "holds a finished run" in capsys.readouterr().err
     assert (out / "metrics.jsonl").read_bytes() == finished
+
+
+# ---- task=clip on the actors ---------------------------------------------------------------------
+
+
+CLIP = ["--task=clip", "--data.pool_size=400", "--data.reference_size=200", "--data.test_size=100",
+        "--pairs.retrieval_size=100", "--train.batch_size=16", "--train.steps=8", "--train.eval_every=4",
+        "--reference.epochs=1", "--pairs.n_chunks=4", "--progress=false", "--train.threads=1",
+        "--selection.score=learnability", "--ray.cpus_per_actor=0.5"]
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist not installed")
+@pytest.mark.parametrize("sampler", ["softmax", "jest"])
+def test_clip_on_one_synchronous_actor_equals_the_single_process_loop(tmp_path, ray_session, sampler):
+    """task=clip scored on a Ray actor (image-text pairs, the dual-encoder proxy, per-pair or joint
+    selection): the same selected ids, losses, FLOPs and accuracies as the loop, step by step."""
+    from learnability.distributed import run_ray
+    from learnability.loop import run
+    from learnability.tasks import get_task
+
+    base = C.apply_overrides(C.RunConfig(), [*CLIP, f"--selection.sampler={sampler}", f"--out={tmp_path / 'local'}"])
+    data = get_task("clip").load(base)
+    run(base, data)
+    cfg = dataclasses.replace(base, out=str(tmp_path / "ray"), backend="ray",
+                              ray=dataclasses.replace(base.ray, actors=1, publish_every=1, queue_size=1))
+    summary = run_ray(cfg, data)
+    local, remote = read_jsonl(str(tmp_path / "local" / "metrics.jsonl")), read_jsonl(str(tmp_path / "ray" / "metrics.jsonl"))
+    assert len(local) == len(remote) == 8
+    for a, b in zip(local, remote):  # every value the loop logs but wall-clock seconds
+        assert "loss_online_candidates" in a and "selected_digest" in a
+        for key in a:
+            if not key.startswith("seconds"):
+                assert a[key] == b[key], (a["step"], key)
+        assert b["staleness"] == 0
+    assert "zero_shot" in local[-1] and "attr_colour" in local[-1]
+    assert summary["task"] == "clip" and summary["ray"]["candidates_drawn"] == 8 * 32
+    assert remote[-1]["actor0_flops_scoring"] == remote[-1]["flops_scoring"] > 0

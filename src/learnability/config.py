@@ -390,7 +390,6 @@ def _ray_checks(cfg: RunConfig) -> list[tuple[bool, str, str]]:
     q, score = cfg.ray, cfg.selection.score
     return [
         (cfg.backend == "ray", "backend", "must be local or ray"),
-        (cfg.task == "classify", "backend", "ray runs task=classify only (task=clip: use backend=local)"),
         (q.actors >= 1, "ray.actors", "must be >= 1"),
         (q.cpus_per_actor >= 0 and q.gpus_per_actor >= 0, "ray.cpus_per_actor/gpus_per_actor", "must not be negative"),
         (q.publish_every >= 1, "ray.publish_every", "must be >= 1"),
