@@ -71,6 +71,11 @@ def test_ray_config_is_validated_naming_the_key(tmp_path):
             C.validate(tiny(tmp_path, "--backend=ray", *args))
     with pytest.raises(C.ConfigError, match="backend"):
         C.validate(tiny(tmp_path, "--backend=spark"))
+    # what the Ray backend still does not cover is refused saying what to do instead
+    for args, key in ((["--selection.score=rho"], "selection.score"), (["--reference.train_on=online"], "reference.train_on"),
+                      (["--selection.start=5"], "selection.start/end")):
+        with pytest.raises(C.ConfigError, match=f"^{key} .*backend=local"):
+            C.validate(tiny(tmp_path, "--backend=ray", *args))
     C.validate(tiny(tmp_path, "--backend=ray", "--ray.actors=4"))
     C.validate(tiny(tmp_path, "--backend=ray", "--checkpoint.every=5"))  # checkpoints cover backend=ray
     C.validate(tiny(tmp_path, "--backend=ray", "--task=clip"))  # and so do actors: task=clip runs on Ray

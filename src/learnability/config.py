@@ -399,7 +399,7 @@ def _ray_checks(cfg: RunConfig) -> list[tuple[bool, str, str]]:
         (q.connect_timeout_s > 0, "ray.connect_timeout_s", "must be > 0"),
         (q.start_timeout_s > 0, "ray.start_timeout_s", "must be > 0"),
         (cfg.reference.train_on != "online", "reference.train_on",
-         "online is not supported with backend=ray (the reference would train on the learner); use curated or pool"),
+         "online is not supported with backend=ray (the reference would train on the learner); use curated or pool, or backend=local"),
         (not (score in list_scores() and "learner" in get_score(score).needs), "selection.score",
          "scores that use the learner's own loss (rho) need the learner on every actor; use backend=local"),
         ((cfg.selection.start, cfg.selection.end) == (1, 0), "selection.start/end",
