@@ -3,9 +3,10 @@
 A plain class (no Ray import here); `distributed.cluster` wraps it with `ray.remote`. It reuses the
 single-process pieces: an `IndexStream` over its shard, a `Selector` (scores, sampler, per-id
 reference cache, FLOP ledger) around its copy of the online proxy, and the task's `ScoringPart`
-(the pool's columns, the proxy's builder, how the task scores), so it serves every task. Its state is its position in the
-stream (`seq`, batches produced) and the selector's generator, so the learner can restore a
-restarted actor to exactly the batch after the last one it received.
+(the pool's columns, the proxy's builder, how the task scores), so it serves every task. Its state
+is its position in the stream (`seq`, batches produced) and the selector's generator, so the
+learner can restore a restarted actor (or a resumed run's fresh one) to exactly the batch after the
+last one it received.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ version and staleness, every actor's cumulative scoring FLOPs and seconds, and r
 The task (any registered one: `tasks.classify`, `tasks.clip`; the actors get its `scoring_part`),
 the models, their seeds and the reference are built by the same `runtime` pieces as in the loop
 (this module does not import it), and actor 0 uses the loop's stream and selector seeds, so 1
-actor with `publish_every=1, queue_size=1` reproduces the single-process run step for step. Extra files: `batches.jsonl` (per step: actor, batch
-number, proxy version, selected and discarded ids) and `actors.json` (actor process ids).
+actor with `publish_every=1, queue_size=1` reproduces the single-process run step for step.
+Extra files: `batches.jsonl` (per step: actor, batch number, proxy version, selected and
+discarded ids) and `actors.json` (actor process ids).
 
 Checkpoints (`checkpoint.every`) hold the learner's side, as the loop's do, plus the queue's state
 (`cluster.BatchQueue.state_dict`: each actor's place in its shard and the requests in flight) and
