@@ -1,4 +1,4 @@
-"""The actor-learner mode (`backend=ray`): equivalence with the loop, id accounting, faults.
+"""The actor-learner mode (`backend=ray`): equivalence with the loop, id accounting, faults, resume.
 
 Tests marked `ray` share one embedded Ray (2 CPUs, small object store) and run tiny digits runs;
 bare `pytest` skips them (`-m ray` runs them; `make test` does). The others need no Ray.
@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from learnability import config as C
+from learnability import faults
 from learnability.cli import main
 from learnability.data import IndexStream, build_data
 from learnability.distributed.actor import ActorSpec, OutOfOrderError, ScoringActor, shard_positions
@@ -65,12 +66,19 @@ def test_shards_are_disjoint_and_cover_the_pool():
 def test_ray_config_is_validated_naming_the_key(tmp_path):
     for args, key in ((["--ray.actors=0"], "ray.actors"), (["--ray.publish_every=0"], "ray.publish_every"),
                       (["--ray.queue_size=0"], "ray.queue_size"), (["--selection.score=rho"], "selection.score"),
-                      (["--reference.train_on=online"], "reference.train_on"), (["--task=clip"], "backend")):
+                      (["--reference.train_on=online"], "reference.train_on")):
         with pytest.raises(C.ConfigError, match=key):
             C.validate(tiny(tmp_path, "--backend=ray", *args))
     with pytest.raises(C.ConfigError, match="backend"):
         C.validate(tiny(tmp_path, "--backend=spark"))
+    # what the Ray backend still does not cover is refused saying what to do instead
+    for args, key in ((["--selection.score=rho"], "selection.score"), (["--reference.train_on=online"], "reference.train_on"),
+                      (["--selection.start=5"], "selection.start/end")):
+        with pytest.raises(C.ConfigError, match=f"^{key} .*backend=local"):
+            C.validate(tiny(tmp_path, "--backend=ray", *args))
     C.validate(tiny(tmp_path, "--backend=ray", "--ray.actors=4"))
+    C.validate(tiny(tmp_path, "--backend=ray", "--checkpoint.every=5"))  # checkpoints cover backend=ray
+    C.validate(tiny(tmp_path, "--backend=ray", "--task=clip"))  # and so do actors: task=clip runs on Ray
     C.validate(tiny(tmp_path, "--ray.actors=0"))  # the local backend ignores the ray section
 
 
@@ -90,13 +98,17 @@ def test_unreachable_address_fails_within_seconds_with_a_clear_error(tmp_path, c
 
 
 def _actor(cfg: C.RunConfig, shard: int = 0, shards: int = 1, pool=None) -> tuple[ScoringActor, dict]:
+    import functools
+
     from learnability.distributed.learner import actor_specs
+    from learnability.tasks import ScoringPart
 
     pool = pool if pool is not None else build_data(cfg.data).pool
-    spec = dataclasses.replace(actor_specs(cfg, pool.shape, pool.num_classes, 64)[0], shard=shard, shards=shards,
+    spec = dataclasses.replace(actor_specs(cfg, 64)[0], shard=shard, shards=shards,
                                score="hard_learner")  # online proxy only: no reference needed
-    proxy = build_model(cfg.model.proxy, pool.shape, pool.num_classes).state_dict()
-    return ScoringActor(spec, pool.x.numpy(), pool.y.numpy(), pool.ids.numpy()), {"proxy": proxy, "pool": pool}
+    build = functools.partial(build_model, cfg.model.proxy, pool.shape, pool.num_classes)
+    part = ScoringPart(pool.ids.numpy(), (pool.x.numpy(), pool.y.numpy()), build, {})
+    return ScoringActor(spec, part), {"proxy": build().state_dict(), "pool": pool}
 
 
 def test_actor_accounts_for_every_drawn_id_and_restores_exactly(tmp_path):
@@ -108,7 +120,7 @@ def test_actor_accounts_for_every_drawn_id_and_restores_exactly(tmp_path):
     seen: list[int] = []
     for o in outs:
         assert len(o["ids"]) == 32 and len(o["discarded"]) == 32 and o["drawn"] == 64
-        assert torch.equal(extra["pool"].ids[o["pos"]], o["ids"]) and torch.equal(extra["pool"].x[o["pos"]], o["x"])
+        assert torch.equal(extra["pool"].ids[o["pos"]], o["ids"]) and torch.equal(extra["pool"].x[o["pos"]], o["batch"][0])
         seen += o["ids"].tolist() + o["discarded"].tolist()
     assert len(seen) == len(set(seen)) == 256 and set(seen) <= shard_ids
     with pytest.raises(OutOfOrderError):
@@ -361,3 +373,127 @@ def test_actor_learner_bench_smoke_writes_rows_and_projection(tmp_path):
     assert [p["proxy_learner_flop_ratio"] for p in result["projection"]] == ["1/10", "1/30", "1/100"]
     assert all(p["actors_per_learner"] >= 1 for p in result["projection"])
     assert (tmp_path / "results" / "actor_learner-quick.md").read_text().startswith("Command:")
+
+
+# ---- checkpoints and resume ------------------------------------------------------------------
+
+
+def same_ray_rows(a: list[dict], b: list[dict]) -> None:
+    """Every logged value but wall-clock ones (`seconds_*`, `actorN_seconds_*`, the idle fraction)
+    is equal, bit for bit."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert set(x) == set(y)
+        for k in x:
+            if "seconds" not in k and k != "learner_idle_fraction":
+                assert x[k] == y[k], (x["step"], k, x[k], y[k])
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _interrupt_at(monkeypatch, step: int, exc: type[BaseException] = Interrupt) -> None:
+    seen = {"n": 0}
+
+    def point(name: str) -> None:
+        if name == "step":
+            seen["n"] += 1
+            if seen["n"] == step:
+                raise exc(name)
+
+    monkeypatch.setattr(faults, "point", point)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("setting", [["--ray.actors=1", "--ray.publish_every=1", "--ray.queue_size=1"],
+                                     ["--ray.actors=2", "--ray.publish_every=2", "--ray.queue_size=3"]],
+                         ids=["one_synchronous_actor", "two_async_actors"])
+def test_ray_run_stopped_and_resumed_equals_the_uninterrupted_run(tmp_path, ray_session, monkeypatch, setting):
+    """Stopped after step 10 (two steps past the step-8 checkpoint), resumed: the same rows, the same
+    batches (from the same actors, batch numbers and proxy versions), the same summary values."""
+    from learnability.distributed import run_ray
+
+    cfg = tiny(tmp_path / "full", "--train.steps=14", "--backend=ray", "--checkpoint.every=4", *setting)
+    splits = build_data(cfg.data)
+    full = run_ray(cfg, splits)
+    part = dataclasses.replace(cfg, out=str(tmp_path / "part"))
+    _interrupt_at(monkeypatch, 10)
+    with pytest.raises(Interrupt):
+        run_ray(part, splits)
+    assert len(read_jsonl(str(tmp_path / "part" / "batches.jsonl"))) == 10
+    assert not (tmp_path / "part" / "summary.json").exists()
+    monkeypatch.setattr(faults, "point", lambda name: None)
+    resumed = run_ray(part, splits, resume=True)
+
+    same_ray_rows(read_jsonl(str(tmp_path / "full" / "metrics.jsonl")), read_jsonl(str(tmp_path / "part" / "metrics.jsonl")))
+    assert (tmp_path / "full" / "batches.jsonl").read_text() == (tmp_path / "part" / "batches.jsonl").read_text()
+    assert resumed["final_accuracy"] == full["final_accuracy"]
+    assert resumed["ledger"]["flops"] == full["ledger"]["flops"]
+    for key in ("candidates_drawn", "candidates_discarded", "restarts", "requests_reissued"):
+        assert resumed["ray"][key] == full["ray"][key], key
+    strip = lambda stats: [{k: v for k, v in s.items() if "seconds" not in k} for s in stats]  # noqa: E731
+    assert strip(resumed["ray"]["per_actor"]) == strip(full["ray"]["per_actor"])
+
+
+@pytest.mark.ray
+def test_cli_resumes_a_stopped_ray_run_and_refuses_a_finished_one(tmp_path, ray_session, monkeypatch, capsys):
+    out = tmp_path / "r"
+    args = ["run", f"--out={out}", *TINY, "--train.steps=10", "--backend=ray", "--checkpoint.every=3"]
+    _interrupt_at(monkeypatch, 7, KeyboardInterrupt)  # Ctrl-C after step 7: one step past the step-6 checkpoint
+    assert main(args) == 130
+    assert f"learnability run --resume {out}` continues it from its newest checkpoint (step-00000006.ckpt)" in capsys.readouterr().err
+    before = read_jsonl(str(out / "metrics.jsonl"))
+    monkeypatch.setattr(faults, "point", lambda name: None)
+    assert main(["run", "--resume", str(out)]) == 0
+    rows, batches = read_jsonl(str(out / "metrics.jsonl")), read_jsonl(str(out / "batches.jsonl"))
+    assert [r["step"] for r in rows] == [b["step"] for b in batches] == list(range(1, 11))
+    same_ray_rows(before[:6], rows[:6])  # the rows the checkpoint covers are kept; step 7 is written again
+    # one actor, one pass over the pool: batches 0..9 of its stream, none repeated or skipped across the resume
+    assert [b["seq"] for b in batches] == list(range(10))
+    drawn = [i for b in batches for i in b["selected"] + b["discarded"]]
+    assert len(drawn) == len(set(drawn)) == rows[-1]["candidates_drawn"] == 10 * 64
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backend"] == "ray" and summary["steps"] == 10
+    finished = (out / "metrics.jsonl").read_bytes()
+    assert main(["run", "--resume", str(out)]) == 2
+    assert "holds a finished run" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_bytes() == finished
+
+
+# ---- task=clip on the actors ---------------------------------------------------------------------
+
+
+CLIP = ["--task=clip", "--data.pool_size=400", "--data.reference_size=200", "--data.test_size=100",
+        "--pairs.retrieval_size=100", "--train.batch_size=16", "--train.steps=8", "--train.eval_every=4",
+        "--reference.epochs=1", "--pairs.n_chunks=4", "--progress=false", "--train.threads=1",
+        "--selection.score=learnability", "--ray.cpus_per_actor=0.5"]
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist not installed")
+@pytest.mark.parametrize("sampler", ["softmax", "jest"])
+def test_clip_on_one_synchronous_actor_equals_the_single_process_loop(tmp_path, ray_session, sampler):
+    """task=clip scored on a Ray actor (image-text pairs, the dual-encoder proxy, per-pair or joint
+    selection): the same selected ids, losses, FLOPs and accuracies as the loop, step by step."""
+    from learnability.distributed import run_ray
+    from learnability.loop import run
+    from learnability.tasks import get_task
+
+    base = C.apply_overrides(C.RunConfig(), [*CLIP, f"--selection.sampler={sampler}", f"--out={tmp_path / 'local'}"])
+    data = get_task("clip").load(base)
+    run(base, data)
+    cfg = dataclasses.replace(base, out=str(tmp_path / "ray"), backend="ray",
+                              ray=dataclasses.replace(base.ray, actors=1, publish_every=1, queue_size=1))
+    summary = run_ray(cfg, data)
+    local, remote = read_jsonl(str(tmp_path / "local" / "metrics.jsonl")), read_jsonl(str(tmp_path / "ray" / "metrics.jsonl"))
+    assert len(local) == len(remote) == 8
+    for a, b in zip(local, remote):  # every value the loop logs but wall-clock seconds
+        assert "loss_online_candidates" in a and "selected_digest" in a
+        for key in a:
+            if not key.startswith("seconds"):
+                assert a[key] == b[key], (a["step"], key)
+        assert b["staleness"] == 0
+    assert "zero_shot" in local[-1] and "attr_colour" in local[-1]
+    assert summary["task"] == "clip" and summary["ray"]["candidates_drawn"] == 8 * 32
+    assert remote[-1]["actor0_flops_scoring"] == remote[-1]["flops_scoring"] > 0

@@ -56,7 +56,7 @@ def resumed_config(run_dir: str, overrides: list[str]) -> C.RunConfig:
     return dataclasses.replace(C.apply_overrides(C.from_dict(C.RunConfig, saved), overrides), out=run_dir)
 
 
-def interrupted_message(command: str, out: str, backend: str = "local") -> str:
+def interrupted_message(command: str, out: str) -> str:
     """What to say after Ctrl-C stopped `learnability <command>` writing into `out`: which command
     continues it."""
     from learnability.checkpoint import list_checkpoints
@@ -64,8 +64,6 @@ def interrupted_message(command: str, out: str, backend: str = "local") -> str:
     kept = f"interrupted; files written so far are kept in {out}"
     if command == "compare":
         return f"{kept}; `learnability compare --resume {shlex.quote(out)}` keeps the finished arms and continues the others"
-    if backend == "ray":
-        return f"{kept}; backend=ray runs cannot be resumed yet: start it again into a new folder (--out=NEW_DIR)"
     found = list_checkpoints(out)
     if found:
         return (f"{kept}; `learnability run --resume {shlex.quote(out)}` continues it from its newest checkpoint "
@@ -86,7 +84,7 @@ def cmd_run(args: list[str]) -> int:
     try:
         summary = run_arm(cfg, resume=bool(resume))
     except KeyboardInterrupt:
-        print(interrupted_message("run", cfg.out, cfg.backend), file=sys.stderr)
+        print(interrupted_message("run", cfg.out), file=sys.stderr)
         return 130
     print(f"{summary['arm']}: final test accuracy {summary['final_accuracy']:.4f} after {summary['steps']} steps; "
           f"files in {cfg.out}")

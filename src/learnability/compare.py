@@ -44,7 +44,7 @@ def compare(cfg: C.RunConfig, arms: Sequence[str], out: str, amortise: int = 10,
                       json.dumps({"arms": arms, "config": C.to_dict(absolute_paths(cfg))}, indent=2) + "\n")
     data = get_task(cfg.task).load(cfg)  # built once, shared by the arms
     for c in _todo(configs, resume):
-        run_arm(c, data, resume=resume and c.backend != "ray")  # ray: no checkpoints, an unfinished arm starts again
+        run_arm(c, data, resume=resume)
     return build_report([c.out for c in configs], out, amortise)
 
 

@@ -390,7 +390,6 @@ def _ray_checks(cfg: RunConfig) -> list[tuple[bool, str, str]]:
     q, score = cfg.ray, cfg.selection.score
     return [
         (cfg.backend == "ray", "backend", "must be local or ray"),
-        (cfg.task == "classify", "backend", "ray runs task=classify only (task=clip: use backend=local)"),
         (q.actors >= 1, "ray.actors", "must be >= 1"),
         (q.cpus_per_actor >= 0 and q.gpus_per_actor >= 0, "ray.cpus_per_actor/gpus_per_actor", "must not be negative"),
         (q.publish_every >= 1, "ray.publish_every", "must be >= 1"),
@@ -400,10 +399,9 @@ def _ray_checks(cfg: RunConfig) -> list[tuple[bool, str, str]]:
         (q.connect_timeout_s > 0, "ray.connect_timeout_s", "must be > 0"),
         (q.start_timeout_s > 0, "ray.start_timeout_s", "must be > 0"),
         (cfg.reference.train_on != "online", "reference.train_on",
-         "online is not supported with backend=ray (the reference would train on the learner); use curated or pool"),
+         "online is not supported with backend=ray (the reference would train on the learner); use curated or pool, or backend=local"),
         (not (score in list_scores() and "learner" in get_score(score).needs), "selection.score",
          "scores that use the learner's own loss (rho) need the learner on every actor; use backend=local"),
-        (cfg.checkpoint.every == 0, "checkpoint.every", "checkpoints do not cover backend=ray yet; use backend=local"),
         ((cfg.selection.start, cfg.selection.end) == (1, 0), "selection.start/end",
          "a selection window is not supported with backend=ray (actors select every batch); use backend=local"),
     ]

@@ -2,9 +2,11 @@
 
 A plain class (no Ray import here); `distributed.cluster` wraps it with `ray.remote`. It reuses the
 single-process pieces: an `IndexStream` over its shard, a `Selector` (scores, sampler, per-id
-reference cache, FLOP ledger) around its copy of the online proxy. Its state is its position in the
-stream (`seq`, batches produced) and the selector's generator, so the learner can restore a
-restarted actor to exactly the batch after the last one it received.
+reference cache, FLOP ledger) around its copy of the online proxy, and the task's `ScoringPart`
+(the pool's columns, the proxy's builder, how the task scores), so it serves every task. Its state
+is its position in the stream (`seq`, batches produced) and the selector's generator, so the
+learner can restore a restarted actor (or a resumed run's fresh one) to exactly the batch after the
+last one it received.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import time
 import numpy as np
 import torch
 
+from learnability.batch import take
 from learnability.data import IndexStream
-from learnability.models import build_model
 from learnability.data.lazy import LazyImages
 from learnability.errors import OutOfOrderError  # noqa: F401  (re-exported)
 from learnability.reference import ReferenceLosses
 from learnability.scores import get_score
 from learnability.selector import Selector
+from learnability.tasks import ScoringPart
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +39,6 @@ class ActorSpec:
     temperature: float
     batch_size: int            # b
     super_batch: int           # B
-    proxy: str                 # model name of the online proxy (and of the reference)
-    in_shape: tuple[int, ...]
-    num_classes: int
     stream_seed: int           # shard 0 uses the loop's seed (train.seed + 5)
     selector_seed: int         # shard 0 uses the loop's seed (train.seed + 4)
     order: str = "permutation"  # the data stream's shuffle (data.order)
@@ -53,27 +53,32 @@ def shard_positions(n: int, shard: int, shards: int) -> np.ndarray:
     return np.arange(shard, n, shards, dtype=np.int64)
 
 
+def column_rows(column: object, pos: torch.Tensor) -> torch.Tensor:
+    """Rows `pos` `[n]` of a pool column: a tensor, a numpy array or a lazy column."""
+    return column[pos] if isinstance(column, (LazyImages, torch.Tensor)) else torch.as_tensor(column[pos.numpy()])
+
+
 class ScoringActor:
     """Draws super-batches from its shard, scores them with the online proxy (weights published
     by the learner) and the reference, selects b of each, and returns the selection.
 
     Args:
         spec: see `ActorSpec`.
-        x, y, ids: the pool, `[N, C, H, W]` float32, `[N]` int64, `[N]` int64 (numpy; Ray shares
-            them read-only between actors on one node), or `LazyImages` / `LazyColumn`s that every
-            actor reads from the pool's files.
-        reference_losses: `(ids [M], losses [M])` of the per-id cache, or None.
+        part: the task's `ScoringPart`: the pool's ids `[N]` and columns (numpy arrays, which Ray
+            shares read-only between actors on one node, or lazy columns every actor reads from the
+            pool's files; tensors work too), the proxy's builder and the Selector options.
+        reference_losses: `(ids [M], losses [M] or rows [M, K])` of the per-id cache, or None.
         reference_state: the frozen reference's weights when losses are not cached, or None.
     """
 
-    def __init__(self, spec: ActorSpec, x: np.ndarray, y: np.ndarray, ids: np.ndarray,
+    def __init__(self, spec: ActorSpec, part: ScoringPart,
                  reference_losses: tuple[np.ndarray, np.ndarray] | None = None, reference_state: dict | None = None):
         torch.set_num_threads(max(1, spec.threads))
-        self.spec, self.x, self.y, self.ids = spec, x, y, ids
+        self.spec, self.part = spec, part
         self.device = torch.device(spec.device)
-        self.positions = shard_positions(len(ids), spec.shard, spec.shards)
+        self.positions = shard_positions(len(part.ids), spec.shard, spec.shards)
         needs = get_score(spec.score).needs
-        build = lambda: build_model(spec.proxy, spec.in_shape, spec.num_classes).to(self.device)  # noqa: E731
+        build = lambda: part.build_proxy().to(self.device)  # noqa: E731
         proxy = build() if "online" in needs else None
         reference, cache = None, None
         if "reference" in needs:
@@ -85,7 +90,7 @@ class ScoringActor:
         self.selector = Selector(
             score=spec.score, batch_size=spec.batch_size, proxy=proxy,  # scores only: the learner trains the proxy
             reference=reference, reference_losses=cache, sampler=spec.sampler, temperature=spec.temperature,
-            seed=spec.selector_seed)
+            seed=spec.selector_seed, **part.options)
         self.version = -1
         self._reset(0, None)
 
@@ -119,8 +124,9 @@ class ScoringActor:
 
     def produce(self, seq: int, weights: list) -> dict:
         """Draw, score and select batch `seq` of this shard with the proxy weights `[version,
-        ObjectRef]` (loaded only when the version is new). Returns the selection: `pos`, `ids`,
-        `x`, `y` `[b]` (pool positions, example ids, tensors), the `discarded` ids `[B - b]`, the
+        ObjectRef]` (loaded only when the version is new). Returns the selection: `pos`, `ids`
+        `[b]` (pool positions, example ids), `batch` (the selected rows of every column, as the
+        task's `draw` gives them, on the CPU), the `discarded` ids `[B - b]`, the
         mean candidate losses, this batch's scoring FLOPs and seconds, and the selector's
         generator state after it (for `restore`)."""
         if seq != self.seq:
@@ -130,17 +136,17 @@ class ScoringActor:
         before_f, before_s = dict(ledger.flops), dict(ledger.seconds)
         t0 = time.perf_counter()
         pos = torch.from_numpy(self.positions[self.stream.next().numpy()])
-        x = self.x[pos] if isinstance(self.x, LazyImages) else torch.from_numpy(self.x[pos.numpy()])
-        y, ids = (torch.as_tensor(c[pos.numpy()]) for c in (self.y, self.ids))  # numpy arrays or lazy columns
+        batch = tuple(column_rows(c, pos) for c in self.part.columns)
+        ids = column_rows(self.part.ids, pos)
         t_data = time.perf_counter() - t0
-        sel = self.selector.select_index((x.to(self.device), y.to(self.device)), ids)
+        sel = self.selector.select_index(tuple(c.to(self.device) for c in batch), ids)
         keep = sel.index.cpu()
         mask = torch.ones(len(ids), dtype=torch.bool)
         mask[keep] = False
         self.seq += 1
         return {
             "actor": self.spec.shard, "seq": seq, "version": self.version, "pid": os.getpid(),
-            "pos": pos[keep], "ids": ids[keep], "discarded": ids[mask], "x": x[keep], "y": y[keep],
+            "pos": pos[keep], "ids": ids[keep], "discarded": ids[mask], "batch": take(batch, keep),
             "drawn": len(ids), "losses": {k: float(v.mean()) for k, v in sel.losses.items()},
             "flops_scoring": ledger.flops["scoring"] - before_f["scoring"],
             "seconds_data": t_data,

@@ -7,7 +7,9 @@ independent of timing. Each request carries the newest published weights `[versi
 
 When an actor dies, Ray restarts it (`max_restarts`); the learner restores it to the batch after
 the last one it received from it and re-issues its lost requests, so no selected batch is
-duplicated or dropped; every restart and lost request is counted.
+duplicated or dropped; every restart and lost request is counted. A resumed run goes through the
+same door: `BatchQueue.state_dict()` holds where each actor stands and the requests in flight with
+the weights each carried, and `load_state_dict` puts fresh actors back there and re-issues them.
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ class Request:
     actor: int
     seq: int
     future: Any
+    weights: list  # [version, ObjectRef] it carried
 
 
 class BatchQueue:
@@ -137,8 +140,9 @@ class BatchQueue:
         """Make `state` the newest proxy weights; requests issued from now on carry it."""
         self.version, self.weights = version, [version, self.ray.put(state)]
 
-    def _issue(self, a: int, seq: int) -> Request:
-        return Request(a, seq, self.actors[a].produce.remote(seq, self.weights))
+    def _issue(self, a: int, seq: int, weights: list | None = None) -> Request:
+        weights = weights or self.weights
+        return Request(a, seq, self.actors[a].produce.remote(seq, weights), weights)
 
     def fill(self) -> None:
         while len(self.pending) < self.size:
@@ -193,6 +197,37 @@ class BatchQueue:
         self.lost += lost
         self.events.append({"step": step, "actor": a, "requests_reissued": lost, "resumed_at_batch": self.received[a][0],
                             "pid": pid})
+
+    def state_dict(self) -> dict:
+        """Where the queue stands between two `get`s: per actor the (seq, generator) after the last
+        batch received, the requests in flight (actor, seq, weights version) in order, the proxy
+        weights of every version they or the next request carry, and the restart counts."""
+        refs = {r.weights[0]: r.weights[1] for r in self.pending}
+        refs[self.version] = self.weights[1]
+        return {"received": [list(r) for r in self.received], "version": self.version,
+                "pending": [[r.actor, r.seq, r.weights[0]] for r in self.pending],
+                "weights": {v: self.ray.get(ref) for v, ref in refs.items()},
+                "restarts": list(self.restarts), "lost": self.lost, "events": list(self.events)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Put the queue and its (fresh) actors where `state` was taken: each actor restored to the
+        batch after the last one received, the in-flight requests re-issued in their order with the
+        weights each carried, so the learner gets the batches the uninterrupted run got."""
+        if len(state["received"]) != len(self.actors):
+            raise ValueError(f"the saved queue has {len(state['received'])} actors, this run {len(self.actors)}")
+        self.received = [(int(seq), gen) for seq, gen in state["received"]]
+        self.ray.get([actor.restore.remote(*self.received[a]) for a, actor in enumerate(self.actors)])
+        weights = {int(v): [int(v), self.ray.put(w)] for v, w in state["weights"].items()}
+        self.version, self.weights = int(state["version"]), weights[int(state["version"])]
+        self.next_seq = [seq for seq, _ in self.received]
+        self.turn = sum(self.next_seq)
+        self.pending.clear()
+        for a, seq, version in state["pending"]:
+            if (a, seq) != (self.turn % len(self.actors), self.next_seq[a]):
+                raise ValueError(f"the saved queue's request for batch {seq} of actor {a} is out of order")
+            self.pending.append(self._issue(a, seq, weights[int(version)]))
+            self.turn, self.next_seq[a] = self.turn + 1, seq + 1
+        self.restarts, self.lost, self.events = list(state["restarts"]), int(state["lost"]), list(state["events"])
 
     def close(self) -> int:
         """Forget what is still in flight (the actors are killed next, which ends it: `ray.cancel`

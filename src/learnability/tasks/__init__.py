@@ -17,6 +17,7 @@ with `@register_task("name")` and imported at the bottom of this file, plus its 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Protocol
 
 import torch
@@ -25,6 +26,17 @@ from torch import nn
 from learnability.batch import Batch
 from learnability.flops import Ledger, ModelCost
 from learnability.reference import ReferenceLosses
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringPart:
+    """What a scoring actor (`backend=ray`, `distributed.actor`) needs of a task to draw, score and
+    select on its own: plain values with no device, picklable, so the learner ships it once."""
+
+    ids: object                          # [N] int64 pool ids: a tensor, numpy array or lazy column
+    columns: tuple                       # the pool as `draw` batches it, each [N, ...]: tensors, numpy arrays or lazy columns
+    build_proxy: Callable[[], nn.Module]  # a fresh online proxy (the frozen reference shares its architecture)
+    options: dict                        # the Selector's keyword arguments (`Task.selector_options`)
 
 
 class Task(Protocol):
@@ -50,6 +62,10 @@ class Task(Protocol):
         """Keyword arguments of the `Selector` saying how this task's models are scored (`loss_fn`,
         `train_loss_fn`, `pair_loss_fn`, ...), `cached` telling whether reference losses come
         from the per-id cache."""
+
+    def scoring_part(self, cached: bool) -> ScoringPart:
+        """The pool, the proxy's builder and the scoring options, for scoring actors (`cached`: as
+        in `selector_options`)."""
 
     def draw(self, pos: torch.Tensor, split: str = "pool") -> Batch:
         """The examples at positions `pos` `[n]` of `split` (pool | reference), on the device."""

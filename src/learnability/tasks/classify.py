@@ -8,6 +8,7 @@ the evaluated model.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -22,7 +23,7 @@ from learnability.flops import Ledger, ModelCost, measure_cost, step_flops
 from learnability.losses import cross_entropy
 from learnability.models import build_model
 from learnability.reference import ReferenceLosses, prepare_reference
-from learnability.tasks import register_task
+from learnability.tasks import ScoringPart, register_task
 
 
 @torch.no_grad()
@@ -84,6 +85,11 @@ class ClassifyTask:
 
     def selector_options(self, cached: bool) -> dict:
         return {}  # the Selector's defaults: per-example cross-entropy of (x, y)
+
+    def scoring_part(self, cached: bool) -> ScoringPart:
+        pool = self.splits.pool  # on the CPU (or lazy), whatever the learner's device
+        return ScoringPart(pool.ids, (pool.x, pool.y), functools.partial(build_model, self.cfg.model.proxy, self.shape, self.k),
+                           self.selector_options(cached))
 
     def draw(self, pos: torch.Tensor, split: str = "pool") -> Batch:
         data = self.pool if split == "pool" else self.splits.reference

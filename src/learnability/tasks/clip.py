@@ -13,6 +13,7 @@ pairs, and per-attribute zero-shot accuracy at the last evaluation.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 
@@ -33,7 +34,7 @@ from learnability.pairs.pairset import PairSplits
 from learnability.pairs.tokenizer import WordTokenizer
 from learnability.reference import ReferenceLosses, fit, load_or_train_reference
 from learnability.selection import is_joint
-from learnability.tasks import register_task
+from learnability.tasks import ScoringPart, register_task
 
 
 def train_loss_fn(kind: str):
@@ -111,9 +112,13 @@ class ClipTask:
         self.n_ret = min(p.retrieval_size, len(test))
 
     def build_model(self, role: str) -> nn.Module:
+        return self._builder(role)()
+
+    def _builder(self, role: str):
         p = self.cfg.pairs
-        return build_dual(p.learner if role == "learner" else p.proxy, self.shape, self.tokenizer.vocab_size, p.max_len,
-                          init_scale=p.logit_scale_init, init_bias=p.logit_bias_init)
+        return functools.partial(build_dual, p.learner if role == "learner" else p.proxy, self.shape,
+                                 self.tokenizer.vocab_size, p.max_len, init_scale=p.logit_scale_init,
+                                 init_bias=p.logit_bias_init)
 
     def learner_cost(self, learner: nn.Module) -> ModelCost:
         b = self.cfg.train.batch_size
@@ -146,6 +151,10 @@ class ClipTask:
         rows_fn = joint_loss_matrix_from_rows if self.joint else clip_loss_per_example_from_rows
         return {"loss_fn": self.actor_fn, "train_loss_fn": self.train_fn, "pair_loss_fn": pair_loss_fn,
                 "n_chunks": self.cfg.pairs.n_chunks, "reference_rows_fn": rows_fn if self.by_rows and cached else None}
+
+    def scoring_part(self, cached: bool) -> ScoringPart:
+        return ScoringPart(self.pool.ids, (self.pool.images, self.tokens), self._builder("proxy"),
+                           self.selector_options(cached))
 
     def draw(self, pos: torch.Tensor, split: str = "pool") -> Batch:
         images, tokens = (self.pool.images, self.tokens) if split == "pool" else (self.splits.reference.images, self.ref_tokens)
