@@ -194,7 +194,8 @@ class ClipTask:
         accuracy on the first `n_ret` pool images by their true labels: the train side of the
         train/test gap (`zero_shot` is the test side)."""
         scale, bias = getattr(model, "logit_scale", None), getattr(model, "logit_bias", None)
-        row = {"logit_scale": float(scale.exp()), "logit_bias": float(bias)} if scale is not None and bias is not None else {}
+        row = ({"logit_scale": float(scale.detach().exp()), "logit_bias": float(bias.detach())}
+               if scale is not None and bias is not None else {})
         pool = self.pool
         if self.prompts is not None and pool.labels is not None:
             t, n = self.cfg.train, min(self.n_ret, len(pool))
