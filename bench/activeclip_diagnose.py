@@ -38,7 +38,8 @@ SMOKE = ["--data.pool_size=300", "--data.reference_size=200", "--data.test_size=
          "--train.batch_size=16", "--train.eval_every=2", "--pairs.retrieval_size=50"]
 POOLS = {"noisy (30% swapped)": "--pairs.swapped=0.3", "clean (all true)": "--pairs.swapped=0"}
 VOCABS = {"by count (before)": "--pairs.vocab=captions", "fixed by the grammar (now)": "--pairs.vocab=auto"}
-EXTRA = ("zero_shot", "r1_i2t", "r1_t2i", "attr_class", "attr_colour", "attr_size", "attr_position")
+EXTRA = ("zero_shot", "r1_i2t", "r1_t2i", "attr_class", "attr_colour", "attr_size", "attr_position", "logit_scale",
+         "train_zero_shot", "loss_learner")
 
 
 def static_checks(base: C.RunConfig) -> dict:
@@ -71,7 +72,8 @@ def markdown(rows: list[dict], checks: dict, command: str) -> str:
              "What differs between the clean and the noisy pool (seed 0) besides the captions:", ""]
     lines += [f"- `{k}`: {v}" for k, v in checks.items()]
     lines += ["", "| pool | vocabulary | seeds | zero-shot (per seed) | median zero-shot | R@1 i2t | R@1 t2i | "
-                  "class | colour | size | position |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "class | colour | size | position | learned logit scale | zero-shot on training images | last loss |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for pool in POOLS:
         for vocab in VOCABS:
             own = sorted((r for r in rows if (r["pool"], r["vocab"]) == (pool, vocab)), key=lambda r: r["seed"])
@@ -84,19 +86,24 @@ def markdown(rows: list[dict], checks: dict, command: str) -> str:
 
             lines.append(f"| {pool} | {vocab} | {len(own)} | {', '.join(format(r['zero_shot'], '.3f') for r in own)} | "
                          f"{med('zero_shot')} | {med('r1_i2t')} | {med('r1_t2i')} | {med('attr_class')} | "
-                         f"{med('attr_colour')} | {med('attr_size')} | {med('attr_position')} |")
-    lines += ["", "Final values: the mean of the last three evaluations (attributes: the last evaluation, caption "
-                  "context: the image's caption re-rendered with each value of one attribute, 1000 test pairs)."]
+                         f"{med('attr_colour')} | {med('attr_size')} | {med('attr_position')} | {med('logit_scale')} | "
+                         f"{med('train_zero_shot')} | {med('loss_learner')} |")
+    lines += ["", "Final values: the mean of the last three evaluations (attributes, logit scale and zero-shot on "
+                  "training images: the last evaluation; caption context: the image's caption re-rendered with each "
+                  "value of one attribute, 1000 test pairs; loss: the learner's training loss at the last step). "
+                  "-: not logged by the version that ran."]
     return "\n".join(lines) + "\n"
 
 
 def final_row(out: str, seed: int, pool: str, vocab: str) -> dict:
     """The final values of one run (mean of its last three evaluations; attributes: the last)."""
-    evals = analysis.evaluations(read_jsonl(os.path.join(out, "metrics.jsonl")))
+    metrics = read_jsonl(os.path.join(out, "metrics.jsonl"))
+    evals = analysis.evaluations(metrics)
     row = {"seed": seed, "pool": pool, "vocab": vocab}
     for k in EXTRA:
         vals = [e[k] for e in evals[-analysis.WINDOW:] if k in e]
         row[k] = sum(vals) / len(vals) if vals else None
+    row["loss_learner"] = metrics[-1]["loss_learner"]
     return row
 
 
