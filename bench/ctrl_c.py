@@ -25,7 +25,7 @@ import time
 
 from common import machine
 
-from learnability.distributed.stopping import _alive, descendants
+from learnability.distributed.stopping import _alive, descendants, sigint_as_a_terminal_gives
 from learnability.io import atomic_write_text
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
@@ -49,7 +49,8 @@ def one_round(folder: str, limit_s: float, start_wait_s: float) -> dict:
     out = os.path.join(folder, "run")
     with open(os.path.join(folder, "stdout"), "w") as so, open(os.path.join(folder, "stderr"), "w") as se:
         proc = subprocess.Popen([sys.executable, "-m", "learnability.cli", "run", f"--out={out}", *RUN], env=env,
-                                stdout=so, stderr=se, stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdout=so, stderr=se, stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=sigint_as_a_terminal_gives)
     row: dict = {"started": False}
     try:
         deadline = time.monotonic() + start_wait_s

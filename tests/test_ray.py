@@ -317,11 +317,16 @@ def test_ctrl_c_mid_run_leaves_no_actor_processes(tmp_path, ray_session):
             time.sleep(0.02)
         os.kill(os.getpid(), signal.SIGINT)  # always: a run that never got going fails below instead of running on
 
+    # Ctrl-C raises KeyboardInterrupt, as in a terminal, even when this test process was started
+    # with SIGINT ignored (`make test &` from a script: then the run was never interrupted)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     thread = threading.Thread(target=interrupt, daemon=True)
     thread.start()
-    t0 = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        run_ray(cfg)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_ray(cfg)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     thread.join()
     assert len(pids) == 2, "the run never reached its 3rd step"
     _wait_gone(pids)

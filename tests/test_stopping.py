@@ -11,13 +11,13 @@ import time
 
 import pytest
 
-from learnability.distributed.stopping import _alive, descendants, kill_all
+from learnability.distributed.stopping import _alive, descendants, kill_all, sigint_as_a_terminal_gives
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="process trees are read from Linux /proc")
 SRC = os.path.join(os.path.dirname(__file__), "..", "src")
 
 
-def _child(body: str) -> subprocess.Popen:
+def _child(body: str, preexec=sigint_as_a_terminal_gives) -> subprocess.Popen:
     code = textwrap.dedent("""
         import subprocess, sys, time
         from learnability.distributed.stopping import interrupt_deadline
@@ -25,7 +25,8 @@ def _child(body: str) -> subprocess.Popen:
         print(grandchild.pid, flush=True)
     """) + textwrap.dedent(body)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p))
-    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=preexec)
 
 
 def _interrupt_after_start(proc: subprocess.Popen) -> int:
@@ -90,3 +91,18 @@ def test_descendants_and_kill_all_reach_grandchildren():
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_process_started_with_sigint_ignored_keeps_ignoring_it():
+    """`cmd &` from a script starts cmd with SIGINT ignored (POSIX); the deadline leaves that alone.
+    (This is also why the Ctrl-C tests hung when `make test` itself ran in the background: every
+    process of it ignored SIGINT; the tests now start their children as a terminal would.)"""
+    proc = _child("""
+        with interrupt_deadline(1.0):
+            time.sleep(3.0)  # SIGINT arrives meanwhile: neither KeyboardInterrupt nor the deadline
+        grandchild.kill()
+        sys.exit(5)
+    """, preexec=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    _interrupt_after_start(proc)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 5, err

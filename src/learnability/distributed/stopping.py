@@ -25,6 +25,13 @@ import time
 from typing import Iterator
 
 
+def sigint_as_a_terminal_gives() -> None:
+    """For `subprocess.Popen(preexec_fn=...)`: the child starts with SIGINT at its default, as a
+    foreground command in a terminal does, even when this process ignores SIGINT (started with `&`
+    from a script, as a test harness or CI may do; a child inherits that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def descendants(pid: int) -> list[int]:
     """Process ids of every live descendant of `pid` (Linux `/proc`; empty elsewhere)."""
     parents: dict[int, list[int]] = {}
@@ -113,8 +120,11 @@ def interrupt_deadline(seconds: float = 10.0) -> Iterator[None]:
     process is still alive `seconds` later, every thread's stack goes to stderr, the process's
     descendants are killed and it exits with status 130. The deadline is armed by a watcher thread
     woken by the signal itself (`signal.set_wakeup_fd`), so it holds even when the main thread is
-    blocked in native code that never runs Python's signal handlers. Main thread only."""
-    if threading.current_thread() is not threading.main_thread():
+    blocked in native code that never runs Python's signal handlers. Main thread only.
+
+    A process that started with SIGINT ignored (a command run with `&` from a script: POSIX has its
+    shell ignore SIGINT for it, and Python keeps that) is left as it is: it ignores Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         yield
         return
     timers: list[threading.Timer] = []
@@ -137,7 +147,7 @@ def interrupt_deadline(seconds: float = 10.0) -> Iterator[None]:
     os.set_blocking(write_fd, False)
     previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     previous = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt, whatever was installed before
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt, whatever handler was installed before
     watcher = threading.Thread(target=watch, args=(read_fd,), name="ctrl-c-deadline", daemon=True)
     watcher.start()
     try:
