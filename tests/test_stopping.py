@@ -106,3 +106,22 @@ def test_a_process_started_with_sigint_ignored_keeps_ignoring_it():
     _interrupt_after_start(proc)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 5, err
+
+
+def test_shutdown_kills_what_ray_left_but_not_the_callers_own_processes():
+    pytest.importorskip("ray")
+    from learnability.distributed.stopping import shutdown
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(1000)"]
+    mine = subprocess.Popen(sleeper)  # the caller's, from before Ray started
+    keep = frozenset(descendants(os.getpid()))  # everything of this process's so far (a Ray of other tests too)
+    left = subprocess.Popen(sleeper)  # stands for a Ray process left behind
+    try:
+        shutdown([], started=True, timeout_s=5.0, keep=keep)  # no Ray initialised: its shutdown is a no-op
+        assert left.wait(timeout=10) is not None
+        assert mine.poll() is None and mine.pid in keep
+    finally:
+        for p in (mine, left):
+            if p.poll() is None:
+                p.kill()
+            p.wait()

@@ -72,6 +72,7 @@ def run_ray(cfg: C.RunConfig, data: object | None = None, resume: bool = False) 
         raise ConfigError("selection.score=uniform selects nothing, so it has no actors: run it with backend=local "
                           "(`learnability run` and `compare` do so by themselves)")
     device, autocast = start_run(cfg, resume)
+    before = frozenset(stopping.descendants(os.getpid()))  # the caller's own processes: never Ray's to kill
     started = cluster.connect(cfg.ray)
     actors: list = []
     queues: list[cluster.BatchQueue] = []
@@ -80,7 +81,7 @@ def run_ray(cfg: C.RunConfig, data: object | None = None, resume: bool = False) 
         summary = _setup_and_train(cfg, data, device, autocast, actors, queues, resume)
     finally:  # bounded in time, Ctrl-C included (`stopping.shutdown`)
         unused = queues[0].close() if queues else 0
-        stopping.shutdown(actors, started)
+        stopping.shutdown(actors, started, keep=before)
     summary["ray"]["prefetched_unused"] = unused
     atomic_write_text(os.path.join(cfg.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
     return summary

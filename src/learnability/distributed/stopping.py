@@ -93,10 +93,11 @@ def wait_started(actors: list, timeout_s: float) -> list[int]:
                            "(ray.cpus_per_actor), or raise ray.start_timeout_s") from e
 
 
-def shutdown(actors: list, started: bool, timeout_s: float = 8.0) -> None:
+def shutdown(actors: list, started: bool, timeout_s: float = 8.0, keep: frozenset[int] = frozenset()) -> None:
     """Kill `actors` and, when this process `started` an embedded Ray, stop it within `timeout_s`
     seconds: Ray's own shutdown runs on a helper thread, and whatever is left of this process's
-    descendants afterwards (a shutdown that blocked, workers still exiting) is killed."""
+    descendants afterwards (a shutdown that blocked, workers still exiting) is killed, except
+    `keep` (the processes the caller had before Ray started: not Ray's to kill)."""
     import ray
 
     for handle in actors:
@@ -111,7 +112,7 @@ def shutdown(actors: list, started: bool, timeout_s: float = 8.0) -> None:
     if done.is_alive():
         print(f"learnability: Ray did not shut down within {timeout_s:g}s; killing its processes", file=sys.stderr)
         atexit.unregister(ray.shutdown)  # Ray's own exit hook would block the interpreter's exit the same way
-    kill_all(ours + descendants(os.getpid()))
+    kill_all([p for p in dict.fromkeys(ours + descendants(os.getpid())) if p not in keep])
 
 
 @contextlib.contextmanager
