@@ -143,20 +143,56 @@ def reopen_metrics(path: str, rows: int) -> JsonlWriter:
     return JsonlWriter(path, mode="a")
 
 
+class _Discard:
+    """The metrics writer of a data-parallel rank other than 0: rank 0 alone writes files."""
+
+    def write(self, row: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class Checkpointer:
-    """The loop's handle: `resume()` once at start, `maybe_save(step, ...)` after each step."""
+    """The loop's handle: `resume()` once at start, `maybe_save(step, ...)` after each step.
 
-    def __init__(self, run_dir: str, every: int, keep: int, resume: bool):
+    `parts` are the same on every data-parallel rank (the learner, optimizers, the stream) and are
+    saved from rank 0; `local` parts differ by rank (a rank's selection generator and ledger): each
+    rank's are gathered into the one file, with its global RNG, and each rank restores its own. A
+    checkpoint resumes only on as many ranks as wrote it. `rep` is the run's `replicas.Replicas`
+    (None: one process)."""
+
+    def __init__(self, run_dir: str, every: int, keep: int, resume: bool, rep: object | None = None):
         self.run_dir, self.every, self.keep, self.resuming = run_dir, every, keep, resume
+        self.rank, self.world = (rep.rank, rep.world) if rep is not None else (0, 1)
+        self.gather = rep.gather_object if rep is not None else (lambda obj: [obj])
 
-    def resume(self, parts: dict[str, Stateful | None], metrics_path: str) -> tuple[int, dict, JsonlWriter]:
+    def resume(self, parts: dict[str, Stateful | None], metrics_path: str,
+               local: dict[str, Stateful | None] | None = None) -> tuple[int, dict, JsonlWriter | _Discard]:
         """(first step to run, extra values saved with the checkpoint, metrics writer)."""
         state = load_latest(self.run_dir) if self.resuming else None
         if state is None:
-            return 1, {}, JsonlWriter(metrics_path)
+            return 1, {}, JsonlWriter(metrics_path) if self.rank == 0 else _Discard()
         restore(parts, state)
-        return state["step"] + 1, state.get("extra", {}), reopen_metrics(metrics_path, state["metrics_rows"])
+        if local is not None:
+            ranks = state.get("ranks")
+            if ranks is None or len(ranks) != self.world:
+                raise CheckpointError(f"the checkpoint in {_dir(self.run_dir)} was written by "
+                                      f"{len(ranks) if ranks else 'a run without'} rank(s) but this run has {self.world}; "
+                                      f"resume it with --train.nproc={len(ranks) if ranks else 1}")
+            restore(local, ranks[self.rank])  # its parts and its RNGs
+        writer = reopen_metrics(metrics_path, state["metrics_rows"]) if self.rank == 0 else _Discard()
+        return state["step"] + 1, state.get("extra", {}), writer
 
-    def maybe_save(self, step: int, parts: dict[str, Stateful | None], metrics_rows: int, **extra: Any) -> None:
-        if self.every and step % self.every == 0:
-            write(self.run_dir, step, capture(parts, step=step, metrics_rows=metrics_rows, extra=extra), self.keep)
+    def maybe_save(self, step: int, parts: dict[str, Stateful | None], metrics_rows: int,
+                   local: dict[str, Stateful | None] | None = None, **extra: Any) -> None:
+        """Every `every` steps: gather every rank's `local` parts and write (rank 0) the checkpoint.
+        Every rank must call it at the same steps."""
+        if not (self.every and step % self.every == 0):
+            return
+        ranks = self.gather(capture(local)) if local is not None else None
+        if self.rank == 0:
+            state = capture(parts, step=step, metrics_rows=metrics_rows, extra=extra)
+            if ranks is not None:
+                state["ranks"] = ranks
+            write(self.run_dir, step, state, self.keep)

@@ -208,13 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] in COMMAND_USAGE and any(a in ("-h", "--help") for a in argv[1:]):
         print(command_help(argv[0]))
         return 0
-    from learnability.errors import CacheMismatchError, CheckpointError, NonFiniteLossError
+    from learnability.errors import CacheMismatchError, CheckpointError, NonFiniteLossError, RankFailedError
 
     from learnability.distributed.stopping import interrupt_deadline
 
     try:
         with interrupt_deadline(10.0):  # Ctrl-C ends the process within 10 s, even if a clean-up blocks
             return COMMANDS[argv[0]](argv[1:])
+    except RankFailedError as e:
+        print(f"learnability {argv[0]}: stopped: {e}", file=sys.stderr)
+        return 1
     except NonFiniteLossError as e:  # before ValueError: it is both
         print(f"learnability {argv[0]}: stopped: {e}", file=sys.stderr)
         return 1

@@ -82,7 +82,9 @@ class TrainConfig:
     eval_batch_size: int = 1000
     device: str = "cpu"            # cpu | cuda (bf16 autocast on cuda)
     seed: int = 0
-    threads: int = 0               # torch CPU threads; 0 leaves torch's default
+    threads: int = 0               # torch CPU threads (per rank); 0 leaves torch's default (data-parallel: cores / nproc)
+    nproc: int = 1                 # data-parallel learner replicas (processes; with backend=ray_train, Ray Train workers):
+                                   # each selects b of its own super-batch, so an update trains on nproc * b examples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +146,8 @@ class RunConfig:
     pairs: PairsConfig = PairsConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     ray: RayConfig = RayConfig()
-    backend: str = "local"         # local (the single-process loop) | ray (scoring actors apart from the learner)
+    backend: str = "local"         # local (the loop; train.nproc > 1: that many processes via torch.distributed.run) |
+                                   # ray (scoring actors apart from the learner) | ray_train (train.nproc Ray Train workers)
     task: str = "classify"         # classify | clip
     name: str = ""                 # the arm's name in reports ("" = the score)
     out: str = "runs/run"
@@ -313,6 +316,10 @@ def validate(cfg: RunConfig) -> None:
         (0 <= t.weight_decay < math.inf, "train.weight_decay", "must be a finite number >= 0"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)"),
         (t.threads >= 0, "train.threads", "must be >= 0 (0 leaves torch's default)"),
+        (t.nproc >= 1, "train.nproc", "must be >= 1 (the learner's data-parallel processes)"),
+        (not (t.nproc > 1 and cfg.backend == "ray"), "train.nproc",
+         "> 1 is not supported with backend=ray (its learner is one process fed by scoring actors); use backend=local "
+         "(torch.distributed on this machine) or backend=ray_train (Ray Train workers)"),
         (0.0 <= t.ema < 1.0, "train.ema", "must be in [0, 1) (0 turns the EMA off)"),
         (t.device in ("cpu", "cuda") or t.device.startswith("cuda:"), "train.device", "must be cpu or cuda"),
         (0.0 <= s.filter_ratio < 1.0, "selection.filter_ratio", "must be in [0, 1) (B = b / (1 - f))"),
@@ -375,7 +382,9 @@ def validate(cfg: RunConfig) -> None:
 
         if cfg.task not in list_tasks():
             raise ConfigError(f"task must be one of {', '.join(list_tasks())}; got {cfg.task!r}")
-    if cfg.backend != "local":
+    if cfg.backend not in ("local", "ray", "ray_train"):
+        raise ConfigError(f"backend must be local, ray or ray_train; got {cfg.backend!r}")
+    if cfg.backend == "ray":
         checks += _ray_checks(cfg)
     for ok, key, why in checks:
         if not ok:
@@ -389,7 +398,6 @@ def _ray_checks(cfg: RunConfig) -> list[tuple[bool, str, str]]:
 
     q, score = cfg.ray, cfg.selection.score
     return [
-        (cfg.backend == "ray", "backend", "must be local or ray"),
         (q.actors >= 1, "ray.actors", "must be >= 1"),
         (q.cpus_per_actor >= 0 and q.gpus_per_actor >= 0, "ray.cpus_per_actor/gpus_per_actor", "must not be negative"),
         (q.publish_every >= 1, "ray.publish_every", "must be >= 1"),

@@ -25,3 +25,8 @@ class CheckpointError(ValueError):
 class OutOfOrderError(RuntimeError):
     """A request for a batch other than the actor's next one (e.g. sent to a restarted actor
     before the learner restored it); the learner re-issues it."""
+
+
+class RankFailedError(RuntimeError):
+    """A rank of a data-parallel run failed or was killed; the others were stopped and the run's
+    files and checkpoints are kept (the message says how to resume). The CLI exits 1."""

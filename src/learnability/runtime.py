@@ -20,6 +20,7 @@ from learnability.data.stream import IndexStream
 from learnability.device import sync
 from learnability.flops import Ledger, ModelCost
 from learnability.reference import ReferenceLosses
+from learnability.replicas import Replicas, Solo
 from learnability.schedule import lr_at
 from learnability.scores import NonFiniteLossError, get_score
 from learnability.selector import Selector
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from learnability.tasks import Task
 
 
+RANK_SEED_STRIDE = 1_000_003  # rank r's selection generator: train.seed + 4 + r * this (rank 0: a single process's)
+SOLO = Solo()
 PATH_KEYS = (("data", "path"), ("pairs", "path"), ("pairs", "reference_path"), ("pairs", "test_path"),
              ("reference", "dir"), ("pairs", "shard_cache"))
 
@@ -52,29 +55,33 @@ def check_unfinished(run_dir: str) -> None:
                               f"another folder: learnability run --out=NEW_DIR ...")
 
 
-def start_run(cfg: C.RunConfig, resume: bool = False) -> tuple[torch.device, bool]:
+def start_run(cfg: C.RunConfig, resume: bool = False, device: torch.device | None = None,
+              main: bool = True) -> tuple[torch.device, bool]:
     """Validate the config, set CPU threads, check the device, save `config.json` (with absolute
-    paths) into the run folder. Returns the device and whether to autocast (bf16 on CUDA). With
-    `resume`, a finished run is refused before anything is written (`check_unfinished`)."""
+    paths) into the run folder (`main`: the process that writes files). Returns the device
+    (`device`, else `train.device`) and whether to autocast (bf16 on CUDA). With `resume`, a
+    finished run is refused before anything is written (`check_unfinished`)."""
     if resume:
         check_unfinished(cfg.out)
     C.validate(cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = torch.device(cfg.train.device)
+    device = device if device is not None else torch.device(cfg.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise C.ConfigError("train.device=cuda but no CUDA device is available; use --train.device=cpu")
-    os.makedirs(cfg.out, exist_ok=True)
-    C.save(absolute_paths(cfg), os.path.join(cfg.out, "config.json"))
+    if main:
+        os.makedirs(cfg.out, exist_ok=True)
+        C.save(absolute_paths(cfg), os.path.join(cfg.out, "config.json"))
     return device, device.type == "cuda"
 
 
-def super_batch_size(cfg: C.RunConfig, pool_size: int, selecting: bool) -> int:
-    """B (b when not selecting); a ConfigError when the pool cannot supply it."""
+def super_batch_size(cfg: C.RunConfig, pool_size: int, selecting: bool, ranks: int = 1) -> int:
+    """B per rank (b when not selecting); a ConfigError when the pool cannot supply all `ranks` of them."""
     b, f = cfg.train.batch_size, cfg.selection.filter_ratio
     big_b = C.super_batch(b, f) if selecting else b
-    if big_b > pool_size:
-        raise C.ConfigError(f"train.batch_size={b} with selection.filter_ratio={f} draws {big_b} candidates a step "
+    if big_b * ranks > pool_size:
+        on = f" on each of {ranks} ranks" if ranks > 1 else ""
+        raise C.ConfigError(f"train.batch_size={b} with selection.filter_ratio={f} draws {big_b} candidates a step{on} "
                             f"but the pool holds only {pool_size}; lower the batch size or the ratio")
     return big_b
 
@@ -114,24 +121,28 @@ def make_ema(model: nn.Module, decay: float) -> tuple[AveragedModel | None, floa
 
 def build_selector(cfg: C.RunConfig, *, proxy: nn.Module | None, reference: nn.Module | None,
                    reference_losses: ReferenceLosses | None, learner: nn.Module, ledger: Ledger, autocast: bool,
-                   **task: object) -> Selector:
+                   rank: int = 0, grad_sync: Callable[[nn.Module], None] | None = None, **task: object) -> Selector:
     """The Selector of a run from its config (the only place that reads `selection` for it);
-    `task` passes the task's loss functions (`loss_fn`, `train_loss_fn`, `pair_loss_fn`, `n_chunks`)."""
+    `task` passes the task's loss functions (`loss_fn`, `train_loss_fn`, `pair_loss_fn`, `n_chunks`).
+    Each data-parallel `rank` samples with its own generator; `grad_sync` syncs the proxy's gradients."""
     s = cfg.selection
     return Selector(
         score=s.score, batch_size=cfg.train.batch_size, proxy=proxy,
         proxy_optimizer=torch.optim.AdamW(proxy.parameters(), lr=s.proxy_lr) if proxy is not None else None,
         reference=reference, reference_losses=reference_losses,
         learner=learner if "learner" in get_score(s.score).needs else None, sampler=s.sampler,
-        temperature=s.temperature, seed=cfg.train.seed + 4, ledger=ledger, autocast=autocast, **task)
+        temperature=s.temperature, seed=cfg.train.seed + 4 + RANK_SEED_STRIDE * rank, ledger=ledger,
+        autocast=autocast, grad_sync=grad_sync, **task)
 
 
 def learner_step(learner: nn.Module, optimizer: torch.optim.Optimizer, ema: AveragedModel | None,
                  loss_of: Callable[[], torch.Tensor], *, device: torch.device, autocast: bool,
-                 where: str, lr: float | None = None) -> torch.Tensor:
+                 where: str, lr: float | None = None, grad_sync: Callable[[nn.Module], None] | None = None
+                 ) -> torch.Tensor:
     """One update of the learner: `loss_of()` (under bf16 autocast on CUDA), a NonFiniteLossError
-    naming `where` when it is NaN or inf, backward, optimizer step (at learning rate `lr` when given,
-    e.g. `learner_lr(cfg, step)`), EMA update. Returns the loss."""
+    naming `where` when it is NaN or inf, backward, `grad_sync(learner)` when given (data-parallel
+    replicas average their gradients), optimizer step (at learning rate `lr` when given, e.g.
+    `learner_lr(cfg, step)`), EMA update. Returns the loss."""
     learner.train()
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         loss = loss_of()
@@ -143,6 +154,8 @@ def learner_step(learner: nn.Module, optimizer: torch.optim.Optimizer, ema: Aver
             group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if grad_sync is not None:
+        grad_sync(learner)
     optimizer.step()
     if ema is not None:
         ema.update_parameters(learner)
@@ -170,11 +183,13 @@ class OnlineReference(NamedTuple):
 
 
 def build_selection(cfg: C.RunConfig, task: "Task", learner: nn.Module, ledger: Ledger, device: torch.device,
-                    autocast: bool) -> tuple[Selector, OnlineReference | None]:
+                    autocast: bool, rep: Replicas = SOLO) -> tuple[Selector, OnlineReference | None]:
     """The Selector of a selecting run, with the online proxy (seeded with train.seed + 1) and the
     reference (the proxy's architecture, train.seed + 2): trained alongside on curated batches
     (`reference.train_on=online`; returned too, its stream seeded with train.seed + 3), or trained
-    or loaded by the task before the run, with its per-id cache."""
+    or loaded by the task before the run, with its per-id cache. Data-parallel: every rank builds the
+    same proxy and reference; rank 0 trains the reference first and the others load it, and its
+    one-off cost is charged once (to rank 0's ledger)."""
     t, needs = cfg.train, get_score(cfg.selection.score).needs
     proxy = seeded(lambda: task.build_model("proxy"), t.seed + 1, device) if "online" in needs else None
     reference, cached, online = None, None, None
@@ -182,25 +197,32 @@ def build_selection(cfg: C.RunConfig, task: "Task", learner: nn.Module, ledger: 
         reference = seeded(lambda: task.build_model("proxy"), t.seed + 2, device)
         if cfg.reference.train_on == "online":
             online = OnlineReference(reference, torch.optim.AdamW(reference.parameters(), lr=cfg.reference.lr),
-                                     IndexStream(task.reference_size, t.batch_size, t.seed + 3))
+                                     IndexStream(task.reference_size, t.batch_size * rep.world, t.seed + 3))
         else:
-            cached = task.prepare_reference(reference, ledger)
+            if rep.main:
+                cached = task.prepare_reference(reference, ledger)
+            rep.barrier()  # the others load what rank 0 trained and cached
+            if not rep.main:
+                cached = task.prepare_reference(reference, ledger)
+                ledger.flops["reference"], ledger.seconds["reference"] = 0.0, 0.0
     selector = build_selector(cfg, proxy=proxy, reference=reference, reference_losses=cached, learner=learner,
-                              ledger=ledger, autocast=autocast, **task.selector_options(cached is not None))
+                              ledger=ledger, autocast=autocast, rank=rep.rank,
+                              grad_sync=rep.sync if rep.world > 1 else None, **task.selector_options(cached is not None))
     return selector, online
 
 
 def online_reference_step(online: OnlineReference, task: "Task", selector: Selector, candidates: Batch,
-                          device: torch.device) -> None:
-    """One update of a reference trained alongside, on the next curated batch; its FLOPs (measured
-    on batches shaped like `candidates`) and seconds are charged to `proxy_train`."""
+                          device: torch.device, rep: Replicas = SOLO) -> None:
+    """One update of a reference trained alongside, on the next curated batch (this rank's part of
+    it); its FLOPs (measured on batches shaped like `candidates`) and seconds are charged to `proxy_train`."""
     sync(device)
     t0 = time.perf_counter()
-    batch = task.draw(online.stream.next(), "reference")
+    batch = task.draw(rep.part(online.stream.next()), "reference")
     online.model.train()
     loss = task.reference_loss(online.model, batch)
     online.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    rep.sync(online.model)
     online.optimizer.step()
     sync(device)
     selector.ledger.add("proxy_train", flops=selector.cost("reference", candidates).train * batch_len(batch),

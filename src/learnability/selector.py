@@ -68,6 +68,8 @@ class Selector:
             super-batch (`reference_losses.lookup(ids)`, `[B, K]`, e.g. frozen embeddings) to its
             reference losses, `[B, B]` (joint) or `[B]`; its FLOPs are measured once per shape and
             charged to scoring. Without it, such losses run the reference on every super-batch.
+        grad_sync: called with the proxy between its backward pass and its optimizer step (a
+            data-parallel run averages the replicas' gradients there: `replicas.Group.sync`).
     """
 
     def __init__(self, *, score: str, batch_size: int, proxy: nn.Module | None = None,
@@ -77,7 +79,8 @@ class Selector:
                  seed: int = 0, ledger: Ledger | None = None, autocast: bool = False,
                  train_loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None,
                  pair_loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None, n_chunks: int = 1,
-                 reference_rows_fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 reference_rows_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 grad_sync: Callable[[nn.Module], None] | None = None):
         self.score = get_score(score)
         for arg, value in (("batch_size", batch_size), ("n_chunks", n_chunks)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -91,7 +94,7 @@ class Selector:
         if self.joint and (n_chunks < 1 or batch_size % n_chunks):
             raise ValueError(f"n_chunks={n_chunks} must divide batch_size={batch_size} (equal chunks)")
         self.train_loss_fn, self.pair_loss_fn, self.n_chunks = train_loss_fn, pair_loss_fn, n_chunks
-        self.reference_rows_fn = reference_rows_fn
+        self.reference_rows_fn, self.grad_sync = reference_rows_fn, grad_sync
         if self.joint and reference_rows_fn is None:
             reference_losses = None  # per-example losses cannot give the pairwise [B, B] reference losses
         if batch_size < 1:
@@ -214,6 +217,8 @@ class Selector:
             raise FloatingPointError(f"online proxy loss is {loss.item()}; lower selection.proxy_lr")
         self.proxy_optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.grad_sync is not None:
+            self.grad_sync(self.proxy)
         self.proxy_optimizer.step()
         sync(device)
         self.ledger.add("proxy_train", flops=self.cost("proxy", batch).train * n,
