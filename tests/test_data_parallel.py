@@ -173,3 +173,21 @@ def test_a_rank_error_is_reported_by_rank(tmp_path):
     assert r.returncode == 1
     assert "learnability run (rank" in r.stderr and "the learner's loss is" in r.stderr
     assert "of 2 exited with status 1" in r.stderr
+
+
+@pytest.mark.ray
+def test_ray_train_workers_equal_local_ranks_and_a_killed_worker_group_resumes(tmp_path):
+    """backend=ray_train: 2 Ray Train workers train exactly what 2 local ranks do; a worker killed
+    mid-run makes Ray Train restart the group, which resumes from the newest checkpoint."""
+    pytest.importorskip("ray.train")
+    common = ["--selection.score=learnability", "--train.steps=6", "--checkpoint.every=2", "--train.nproc=2",
+              "--ray.num_cpus=2", *TINY]
+    local = tmp_path / "local"
+    assert cli("run", f"--out={local}", *common).returncode == 0
+    mark = tmp_path / "killed-once"
+    r = cli("run", f"--out={tmp_path / 'ray'}", "--backend=ray_train", *common,
+            env={"LEARNABILITY_KILL_AT": "step:3@1", "LEARNABILITY_KILL_ONCE": str(mark)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert mark.exists()  # rank 1 was killed at step 3, and the restarted group went on from step 2
+    _same_but_seconds(_rows(str(tmp_path / "ray")), _rows(str(local)))
+    assert json.loads((tmp_path / "ray" / "summary.json").read_text())["ranks"] == 2

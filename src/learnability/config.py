@@ -129,7 +129,9 @@ class RayConfig:
     gpus_per_actor: float = 0.0
     publish_every: int = 1         # k: the learner publishes the online proxy's weights every k steps
     queue_size: int = 2            # selected batches in flight at once; 1 actor, k=1, queue_size=1 = synchronous
-    max_restarts: int = 3          # Ray restarts a dead actor this many times
+    max_restarts: int = 3          # Ray restarts a dead actor this many times (backend=ray_train: the worker group, which
+                                   # resumes from the newest checkpoint)
+    cpus_per_worker: float = 1.0   # backend=ray_train: CPUs each Ray Train worker (learner replica) reserves
     num_cpus: int = 0              # embedded Ray: CPUs it may use (0 = all of this machine's)
     object_store_mb: int = 0       # embedded Ray: object store size (0 = Ray's default)
     connect_timeout_s: float = 5.0  # a cluster address that does not answer within this fails the run
