@@ -64,6 +64,7 @@ def run(cfg: C.RunConfig, data: object | None = None, resume: bool = False) -> d
     bar = tqdm(range(first, t.steps + 1), desc=f"train {arm}", disable=not (cfg.progress and rep.main), leave=False,
                initial=first - 1, total=t.steps)
 
+    wall, eval_before = time.perf_counter(), ledger.seconds["eval"]
     for step in bar:
         where = f"arm {arm}, at step {step} (files kept in {cfg.out})"
         # 1. Draw B candidates (b when training uniformly): this rank's part of the stream's draw.
@@ -112,6 +113,7 @@ def run(cfg: C.RunConfig, data: object | None = None, resume: bool = False) -> d
         ckpt.maybe_save(step, parts, metrics_rows=step, local=local, accuracy=accuracy)
         faults.point("step")
     metrics.close()
+    wall = time.perf_counter() - wall - (ledger.seconds["eval"] - eval_before)  # rank 0's steps, evaluation excluded
 
     example = task.draw(torch.arange(2))
     summary = {
@@ -120,6 +122,7 @@ def run(cfg: C.RunConfig, data: object | None = None, resume: bool = False) -> d
         "proxy_flops_ratio": learner_cost.forward / selector.cost("proxy", example).forward
         if selector is not None and selector.proxy is not None else None,
         "ledger": rep.total(ledger).state_dict(), "pool_size": task.pool_size,
+        "loop": {"steps": t.steps - first + 1, "seconds": wall},  # this process's steps and their wall-clock
         **task.summary(selector, learner_cost, ema_flops, b, big_b),
     }
     if rep.main:

@@ -98,18 +98,22 @@ class Group:
         return drawn[self.rank * n:(self.rank + 1) * n]
 
     def sync(self, model: nn.Module) -> None:
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters() if p.requires_grad]
-        if grads:
+        params = [p for p in model.parameters() if p.grad is not None]  # the same on every rank: same model and loss
+        grads = [p.grad for p in params]
+        if grads:  # one all-reduce of every gradient, flattened in float32
             flat = torch.cat([g.reshape(-1).float() for g in grads]).to(self.device)
             dist.all_reduce(flat)
             flat /= self.world
-            at = 0
-            for p, g in zip((p for p in model.parameters() if p.requires_grad), grads):
-                n = g.numel()
-                p.grad = flat[at:at + n].view_as(p).to(p.dtype)
-                at += n
-        for b in model.buffers():  # on the model's device, which is this rank's
-            dist.broadcast(b.data, src=0)
+            for p, part in zip(params, flat.split([g.numel() for g in grads])):
+                p.grad = part.view_as(p).to(p.dtype)
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for b in model.buffers():  # one broadcast per buffer dtype (BatchNorm: float statistics, long counters)
+            by_dtype.setdefault(b.dtype, []).append(b)
+        for buffers in by_dtype.values():
+            flat = torch.cat([b.reshape(-1) for b in buffers]).to(self.device)
+            dist.broadcast(flat, src=0)
+            for b, part in zip(buffers, flat.split([b.numel() for b in buffers])):
+                b.copy_(part.view_as(b))
 
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         local = t.to(self.device)
