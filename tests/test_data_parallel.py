@@ -151,6 +151,21 @@ def test_two_ranks_of_b_train_like_one_process_of_2b(tmp_path):
 
 
 @pytest.mark.slow
+def test_torchrun_started_ranks_train_like_train_nproc(tmp_path):
+    """`torchrun -m learnability.cli run ...` (how several machines start): each rank trains in place,
+    train.nproc recorded as the launcher's world size, the same run as --train.nproc=2."""
+    common = ["--selection.score=learnability", "--train.steps=4", *TINY]
+    assert cli("run", f"--out={tmp_path / 'ours'}", "--train.nproc=2", *common).returncode == 0
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+                        "learnability.cli", "run", f"--out={tmp_path / 'torchrun'}", *common],
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("final test accuracy") == 1  # rank 0 reports
+    assert json.loads((tmp_path / "torchrun" / "config.json").read_text())["train"]["nproc"] == 2
+    _same_but_seconds(_rows(str(tmp_path / "torchrun")), _rows(str(tmp_path / "ours")))
+
+
+@pytest.mark.slow
 def test_killing_a_rank_ends_the_run_with_a_clear_error_and_it_resumes(tmp_path):
     common = ["--selection.score=learnability", "--train.steps=6", "--checkpoint.every=2", *TINY]
     whole = tmp_path / "whole"

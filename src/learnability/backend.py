@@ -5,12 +5,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from learnability import config as C
+from learnability.replicas import launched_ranks
 
 
 def run_arm(cfg: C.RunConfig, data: object | None = None, resume: bool = False) -> dict:
     """Train one arm with its backend; returns its summary. `data`: the task's data, shared by arms
     (`tasks.get_task(cfg.task).load(cfg)`), or None to load it."""
+    ranks = launched_ranks()
+    if ranks > 1:  # started as a rank by an outside launcher (`torchrun -m learnability.cli run ...`): train here
+        from learnability.loop import run
+
+        return run(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, nproc=ranks)), None, resume)
     if cfg.backend == "ray_train":  # every worker loads the data itself
         from learnability.distributed.ray_train import run_ray_train
 

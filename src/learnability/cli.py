@@ -86,8 +86,9 @@ def cmd_run(args: list[str]) -> int:
     except KeyboardInterrupt:
         print(interrupted_message("run", cfg.out), file=sys.stderr)
         return 130
-    print(f"{summary['arm']}: final test accuracy {summary['final_accuracy']:.4f} after {summary['steps']} steps; "
-          f"files in {cfg.out}")
+    if os.environ.get("RANK", "0") == "0":  # started as a rank by torchrun: rank 0 reports
+        print(f"{summary['arm']}: final test accuracy {summary['final_accuracy']:.4f} after {summary['steps']} steps; "
+              f"files in {cfg.out}")
     return 0
 
 

@@ -8,8 +8,9 @@ config. When a rank fails (an error, or killed), the launcher stops the others a
 resumes the run from its newest checkpoint. Ctrl-C stops every rank and is a KeyboardInterrupt.
 
 Several machines: run `torchrun --nnodes=M --nproc-per-node=N --rdzv-endpoint=HOST:PORT -m
-learnability.launch RUN_DIR fresh` on each (the config saved first into RUN_DIR, a folder every
-machine sees), or use `backend=ray_train` on a Ray cluster.
+learnability.cli run --out=RUN_DIR ...` on each (RUN_DIR a folder every machine sees; started as
+a rank, the CLI trains in place, with `train.nproc` set to the launcher's world size), or use
+`backend=ray_train` on a Ray cluster.
 """
 
 from __future__ import annotations
