@@ -206,3 +206,41 @@ def test_ray_train_workers_equal_local_ranks_and_a_killed_worker_group_resumes(t
     assert mark.exists()  # rank 1 was killed at step 3, and the restarted group went on from step 2
     _same_but_seconds(_rows(str(tmp_path / "ray")), _rows(str(local)))
     assert json.loads((tmp_path / "ray" / "summary.json").read_text())["ranks"] == 2
+
+
+def test_more_cuda_ranks_than_gpus_is_refused_before_any_rank_starts(tmp_path, monkeypatch):
+    from learnability import launch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    cfg = dataclasses.replace(C.apply_overrides(C.RunConfig(), ["--train.nproc=2", "--train.device=cuda"]),
+                              out=str(tmp_path / "run"))
+    with pytest.raises(C.ConfigError, match="needs 2 GPUs .* but this machine has 1"):
+        launch.prepare(cfg, resume=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_resumes_only_on_as_many_ranks_as_wrote_it(tmp_path):
+    from learnability.checkpoint import CheckpointError, Checkpointer
+
+    class TwoRanks(Rank):  # rank 0 of 2, gathering a copy of its own state for rank 1
+        def gather_object(self, obj):
+            return [obj, obj]
+
+    ledger, model = Ledger(), torch.nn.Linear(2, 2)
+    Checkpointer(str(tmp_path), 1, 2, False, TwoRanks(0, 2)).maybe_save(1, {"model": model}, 0, local={"ledger": ledger})
+    (tmp_path / "metrics.jsonl").write_text("")
+    with pytest.raises(CheckpointError, match="written by 2 rank.* this run has 1; resume it with --train.nproc=2"):
+        Checkpointer(str(tmp_path), 1, 2, True, Solo()).resume({"model": model}, str(tmp_path / "metrics.jsonl"),
+                                                               local={"ledger": ledger})
+    first, _, _ = Checkpointer(str(tmp_path), 1, 2, True, TwoRanks(1, 2)).resume(
+        {"model": model}, str(tmp_path / "metrics.jsonl"), local={"ledger": ledger})
+    assert first == 2
+
+
+@pytest.mark.ray
+def test_ray_train_asking_more_cpus_than_the_cluster_has_is_refused(tmp_path):
+    pytest.importorskip("ray.train")
+    r = cli("run", f"--out={tmp_path / 'big'}", "--backend=ray_train", "--train.nproc=3", "--ray.num_cpus=2",
+            "--selection.score=uniform", "--train.steps=2", *TINY)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "train.nproc=3 Ray Train workers need 3 CPUs" in r.stderr and "the Ray cluster has 2" in r.stderr
