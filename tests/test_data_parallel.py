@@ -244,3 +244,43 @@ def test_ray_train_asking_more_cpus_than_the_cluster_has_is_refused(tmp_path):
             "--selection.score=uniform", "--train.steps=2", *TINY)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "train.nproc=3 Ray Train workers need 3 CPUs" in r.stderr and "the Ray cluster has 2" in r.stderr
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_rank_within_10_s_and_says_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    from learnability.distributed.stopping import descendants, sigint_as_a_terminal_gives
+
+    out = tmp_path / "cc"
+    p = subprocess.Popen([sys.executable, "-m", "learnability.cli", "run", f"--out={out}", "--train.nproc=2",
+                          "--selection.score=learnability", "--train.steps=100000", "--checkpoint.every=20", *TINY],
+                         preexec_fn=lambda: (os.setpgrp(), sigint_as_a_terminal_gives()), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoints").is_dir() or not os.listdir(out / "checkpoints"):
+            assert p.poll() is None and time.time() < deadline, "the run ended or wrote no checkpoint in 120 s"
+            time.sleep(0.2)
+        ranks = descendants(p.pid)
+        assert len(ranks) >= 2
+        t0 = time.time()
+        os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+        assert p.wait(timeout=30) == 130
+        assert time.time() - t0 < 10
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert not [pid for pid in ranks if _running(pid)]
+    with p.stderr:
+        err = p.stderr.read()
+    assert f"learnability run --resume {out}` continues it from its newest checkpoint" in err
