@@ -284,3 +284,17 @@ def test_ctrl_c_stops_every_rank_within_10_s_and_says_how_to_resume(tmp_path):
     with p.stderr:
         err = p.stderr.read()
     assert f"learnability run --resume {out}` continues it from its newest checkpoint" in err
+
+
+@pytest.mark.slow
+def test_image_text_with_jest_on_two_ranks(tmp_path):
+    out = tmp_path / "clip"
+    r = cli("run", f"--out={out}", "--task=clip", "--train.nproc=2", "--selection.score=learnability",
+            "--selection.sampler=jest", "--pairs.n_chunks=4", "--data.pool_size=800", "--data.reference_size=200",
+            "--data.test_size=100", "--train.steps=4", "--train.batch_size=16", "--train.eval_every=2",
+            "--pairs.retrieval_size=50", "--reference.epochs=1", "--progress=false", "--train.threads=1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = _rows(str(out))
+    assert [(x["examples_seen"], x["candidates_drawn"]) for x in rows] == [(s * 32, s * 64) for s in range(1, 5)]
+    assert {"test_accuracy", "zero_shot", "r1_i2t", "r1_t2i"} <= set(rows[-1])  # rank 0 evaluated at the end
+    assert json.loads((out / "summary.json").read_text())["ranks"] == 2
