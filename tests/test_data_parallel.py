@@ -18,7 +18,7 @@ from learnability.data import IndexStream
 from learnability.flops import Ledger
 from learnability.io import ids_digest, read_jsonl
 from learnability.models import build_model
-from learnability.replicas import Group, Solo
+from learnability.replicas import Solo, rank_part
 from learnability.runtime import build_learner, build_selection, super_batch_size
 from learnability.tasks import get_task
 
@@ -32,14 +32,24 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env=dict(os.environ, **(env or {})))
 
 
-class Rank(Group):
-    """Rank `rank` of `world` without a process group: its part of a draw, for checking."""
+class Rank:
+    """Rank `rank` of `world` without a process group (a `replicas.Replicas` for checking): its part
+    of a draw; the collectives only this rank's."""
 
-    def __init__(self, rank: int, world: int):
-        self.rank, self.world, self.main, self.device = rank, world, rank == 0, torch.device("cpu")
+    def __init__(self, rank: int, world: int, peers: int = 1):
+        self.rank, self.world, self.main, self.peers = rank, world, rank == 0, peers
+
+    def part(self, drawn: torch.Tensor) -> torch.Tensor:
+        return rank_part(drawn, self.rank, self.world)
+
+    def sync(self, model: torch.nn.Module) -> None:
+        pass
 
     def barrier(self) -> None:
         pass
+
+    def gather_object(self, obj: object) -> list:
+        return [obj] * self.peers  # as if every rank held this one's state
 
 
 def test_ranks_take_disjoint_parts_and_a_pass_covers_the_pool_once():
@@ -222,17 +232,13 @@ def test_more_cuda_ranks_than_gpus_is_refused_before_any_rank_starts(tmp_path, m
 def test_a_checkpoint_resumes_only_on_as_many_ranks_as_wrote_it(tmp_path):
     from learnability.checkpoint import CheckpointError, Checkpointer
 
-    class TwoRanks(Rank):  # rank 0 of 2, gathering a copy of its own state for rank 1
-        def gather_object(self, obj):
-            return [obj, obj]
-
     ledger, model = Ledger(), torch.nn.Linear(2, 2)
-    Checkpointer(str(tmp_path), 1, 2, False, TwoRanks(0, 2)).maybe_save(1, {"model": model}, 0, local={"ledger": ledger})
+    Checkpointer(str(tmp_path), 1, 2, False, Rank(0, 2, peers=2)).maybe_save(1, {"model": model}, 0, local={"ledger": ledger})
     (tmp_path / "metrics.jsonl").write_text("")
     with pytest.raises(CheckpointError, match="written by 2 rank.* this run has 1; resume it with --train.nproc=2"):
         Checkpointer(str(tmp_path), 1, 2, True, Solo()).resume({"model": model}, str(tmp_path / "metrics.jsonl"),
                                                                local={"ledger": ledger})
-    first, _, _ = Checkpointer(str(tmp_path), 1, 2, True, TwoRanks(1, 2)).resume(
+    first, _, _ = Checkpointer(str(tmp_path), 1, 2, True, Rank(1, 2)).resume(
         {"model": model}, str(tmp_path / "metrics.jsonl"), local={"ledger": ledger})
     assert first == 2
 

@@ -29,6 +29,15 @@ from learnability.flops import Ledger
 _OWN = False  # whether `join` initialised the process group
 
 
+def rank_part(drawn: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """Rank `rank`'s equal share of positions drawn for `world` ranks: `[world * n]` -> `[n]`, the
+    ranks' shares in rank order (disjoint, together the draw)."""
+    if drawn.shape[0] % world:
+        raise ValueError(f"{drawn.shape[0]} positions do not split into {world} equal parts")
+    n = drawn.shape[0] // world
+    return drawn[rank * n:(rank + 1) * n]
+
+
 class Replicas(Protocol):
     rank: int    # this process, 0 .. world - 1
     world: int   # processes training the learner
@@ -92,10 +101,7 @@ class Group:
         self.device = device  # where collectives run: nccl needs CUDA tensors
 
     def part(self, drawn: torch.Tensor) -> torch.Tensor:
-        if drawn.shape[0] % self.world:
-            raise ValueError(f"{drawn.shape[0]} positions do not split into {self.world} equal parts")
-        n = drawn.shape[0] // self.world
-        return drawn[self.rank * n:(self.rank + 1) * n]
+        return rank_part(drawn, self.rank, self.world)
 
     def sync(self, model: nn.Module) -> None:
         params = [p for p in model.parameters() if p.grad is not None]  # the same on every rank: same model and loss
