@@ -301,3 +301,13 @@ def test_selection_window_scores_and_trains_the_proxy_only_where_asked(tmp_path)
         C.validate(C.apply_overrides(cfg, ["--selection.end=2"]))
     with pytest.raises(C.ConfigError, match="selection.start"):
         C.validate(C.apply_overrides(cfg, ["--selection.start=0"]))
+
+
+def test_a_fixed_logit_scale_stays_at_its_initial_value():
+    model = build_dual("dual_cnn_tiny", (3, 16, 16), 20, 6, init_scale=10.0, learn_scale=False)
+    opt = torch.optim.AdamW([p for p in model.parameters()], lr=0.1)
+    out = model(torch.randn(4, 3, 16, 16), torch.randint(1, 20, (4, 6)))
+    (out["image"] @ out["text"].T * out["logit_scale"].exp() + out["logit_bias"]).sum().backward()
+    opt.step()
+    assert model.logit_scale.item() == pytest.approx(math.log(10.0))
+    assert model.logit_bias.grad is not None  # the bias still learns

@@ -107,6 +107,7 @@ class PairsConfig:
     proxy: str = "dual_cnn_tiny"   # online proxy; the reference shares it
     loss: str = "siglip"           # training loss: siglip | clip
     logit_scale_init: float = 10.0  # every dual encoder's initial logit scale (exp of the learnt log-scale)
+    learn_scale: bool = True       # learn the logit scale (temperature); false: fixed at logit_scale_init
     logit_bias_init: float = -10.0  # and SigLIP bias; SigLIP's -10 suits batches of thousands, about -log(b) small ones
     actor_loss: str = "contrastive"  # per-example scoring loss: contrastive (within the super-batch) | dot
     n_chunks: int = 16             # JEST: the batch is drawn in this many chunks

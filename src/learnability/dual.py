@@ -31,9 +31,10 @@ def list_dual_models() -> list[str]:
 
 
 def build_dual(name: str, image_shape: tuple[int, int, int], vocab_size: int, max_len: int, *,
-               init_scale: float | None = None, init_bias: float | None = None) -> nn.Module:
-    """The named dual encoder; `init_scale` (the temperature itself, > 0; its log is learnt) and
-    `init_bias` override the initial `logit_scale` / `logit_bias` (default: 10 and -10, SigLIP's)."""
+               init_scale: float | None = None, init_bias: float | None = None, learn_scale: bool = True) -> nn.Module:
+    """The named dual encoder; `init_scale` (the temperature itself, > 0; its log is learnt unless
+    `learn_scale` is False) and `init_bias` override the initial `logit_scale` / `logit_bias`
+    (default: 10 and -10, SigLIP's)."""
     if name not in _DUALS:
         raise ValueError(f"unknown dual encoder {name!r}; choose one of {', '.join(list_dual_models())}")
     if init_scale is not None and not 0 < init_scale < math.inf:
@@ -44,6 +45,7 @@ def build_dual(name: str, image_shape: tuple[int, int, int], vocab_size: int, ma
             model.logit_scale.fill_(math.log(init_scale))
         if init_bias is not None:
             model.logit_bias.fill_(init_bias)
+    model.logit_scale.requires_grad_(learn_scale)  # frozen: no gradient, so no optimizer moves it
     return model
 
 

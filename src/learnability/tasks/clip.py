@@ -118,7 +118,7 @@ class ClipTask:
         p = self.cfg.pairs
         return functools.partial(build_dual, p.learner if role == "learner" else p.proxy, self.shape,
                                  self.tokenizer.vocab_size, p.max_len, init_scale=p.logit_scale_init,
-                                 init_bias=p.logit_bias_init)
+                                 init_bias=p.logit_bias_init, learn_scale=p.learn_scale)
 
     def learner_cost(self, learner: nn.Module) -> ModelCost:
         b = self.cfg.train.batch_size
