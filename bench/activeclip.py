@@ -5,6 +5,8 @@
     python bench/activeclip.py --merge=R0/activeclip.json,R1/activeclip.json,R2/activeclip.json
     python bench/activeclip.py --arms=uniform,oracle --name=activeclip-oracle   # the noise bound alone
     python bench/activeclip.py --smoke              # tiny settings, seconds: the path the tests run
+    python bench/activeclip.py --arms=uniform,oracle --pairs.renderings=4 --name=activeclip-oracle-renderings4
+                                                    # each pool garment rendered 4 times (200k pairs): see below
 
 The pool carries mixed web-like noise (`NOISE`: swapped, uninformative and wrong-attribute captions,
 and duplicated pairs; half the pool in all). Every arm of a seed trains on the same data, seeds and
@@ -18,7 +20,10 @@ arm order rotates with the seed). Arms (`ARMS`):
 - activeclip, easy_reference, hard_learner (f = 0.5) and jest (joint, f = 0.8);
 - activeclip_early / activeclip_late: activeclip selecting only in the first / second half
   (`selection.end` / `selection.start`).
-Writes bench/results/<name>.json (a row per arm and seed) and a markdown table of medians.
+Any `--section.field=value` override applies to every arm, e.g. `--pairs.renderings=K`: the pool
+holds K renderings of each garment (own colour, size, position and caption; noise per pair), so
+the oracle's clean subset keeps about 1 - 0.5**K of the garments instead of half (the settings
+line then names K). Writes bench/results/<name>.json (a row per arm and seed) and a markdown table of medians.
 An arm reaches the target at the first evaluation whose three-evaluation mean is at or above
 uniform's final zero-shot; its schedule is not yet decayed there, so savings are conservative.
 """
@@ -197,10 +202,12 @@ def main() -> int:
     base = C.apply_overrides(C.RunConfig(), BENCH_OVERRIDES + (SMOKE if a.smoke else []) + extra)
     command = "python bench/activeclip.py " + " ".join(sys.argv[1:])
     t, pr = base.train, base.pairs
+    renders = (f" garments x {pr.renderings} renderings = {(base.data.pool_size or 50000) * pr.renderings} pairs"
+               if pr.renderings > 1 else "")
     settings = (f"noise {', '.join(f'{k} {getattr(pr, k)}' for k in NOISE)}; learner {pr.learner}, proxy/reference "
                 f"{pr.proxy}, {pr.loss} loss, actor loss {pr.actor_loss}, b={t.batch_size}, JEST in {pr.n_chunks} chunks, "
                 f"{t.steps} steps, lr {t.lr:g} ({t.schedule} to {t.final_lr_fraction:g}, warm-up {t.warmup}), initial logit "
-                f"scale/bias {pr.logit_scale_init:g}/{pr.logit_bias_init:g}, pool {base.data.pool_size or 50000}, eval every "
+                f"scale/bias {pr.logit_scale_init:g}/{pr.logit_bias_init:g}, pool {base.data.pool_size or 50000}{renders}, eval every "
                 f"{t.eval_every} on {base.data.test_size or 10000} test images, reference {base.reference.epochs} epochs on "
                 f"{base.data.reference_size} curated pairs, torch threads {t.threads or 'default'}")
     if a.collect:

@@ -78,3 +78,13 @@ def test_diagnosis_smoke_checks_the_pools_and_trains_both_vocabularies(tmp_path:
     r = subprocess.run(args + ["--collect"], env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((tmp_path / "res" / "activeclip-diagnosis.json").read_text())["rows"] == res["rows"]
+
+
+def test_oracle_script_passes_renderings_through(tmp_path: Path) -> None:
+    r = _bench("activeclip_oracle.py", tmp_path, "--pairs.renderings=2", "--name=oracle-r2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "res" / "oracle-r2.json").read_text())
+    assert "400 garments x 2 renderings = 800 pairs" in res["settings"]
+    runs = tmp_path / "runs" / "seed0"
+    assert json.loads((runs / "uniform" / "summary.json").read_text())["pool_size"] == 800
+    assert json.loads((runs / "oracle" / "summary.json").read_text())["pool_size"] == 400  # the clean half of the pairs

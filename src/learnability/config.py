@@ -96,6 +96,8 @@ class PairsConfig:
     test_path: str = ""            # jsonl / shards: clean held-out pairs for retrieval
     image_size: int = 40           # user pairs are resized to this; synthetic canvas size
     two_objects: float = 0.0       # synthetic: fraction of images with two garments
+    renderings: int = 1            # synthetic: each pool garment rendered K times (own colour, size, position, caption
+                                   # and id each): K x data.pool_size pairs, noise applied per pair; reference and test: once
     swapped: float = 0.3           # pool captions swapped with another example's
     uninformative: float = 0.0     # pool captions replaced by junk alt-text
     wrong_attribute: float = 0.0   # pool captions with one attribute wrong
@@ -371,6 +373,9 @@ def validate(cfg: RunConfig) -> None:
             (p.image_size >= 1, "pairs.image_size", "must be >= 1"),
             (p.retrieval_size >= 1, "pairs.retrieval_size", "must be >= 1"),
             (0 <= p.two_objects <= 1, "pairs.two_objects", "must be in [0, 1]"),
+            (p.renderings >= 1, "pairs.renderings", "must be an integer >= 1 (renderings of each pool garment; 1 = once)"),
+            (p.renderings == 1 or p.source == "synthetic", "pairs.renderings",
+             f"renders the built-in pairs several times: with pairs.source={p.source} leave it at 1"),
             *[(0 <= getattr(p, k) < 1, f"pairs.{k}", "must be in [0, 1)") for k in ("swapped", "uninformative", "wrong_attribute", "duplicates")],
             (p.swapped + p.uninformative + p.wrong_attribute + p.duplicates < 1, "pairs.swapped/uninformative/wrong_attribute/duplicates",
              "must add up to below 1 (they corrupt disjoint examples)"),

@@ -7,7 +7,8 @@ nothing. Two stores back it:
 
 - `NpyImages`: a uint8 `.npy` array, each image read with `os.pread` (the page cache holds the
   file, not this process; a memory map would count every touched page in the run's RSS);
-- `FileImages`: one PNG/JPEG per image, decoded and resized with Pillow on each read.
+- `FileImages`: one PNG/JPEG per image, decoded and resized with Pillow on each read;
+- `ArrayImages`: a uint8 array held in memory (a quarter of the float32 tensor's bytes).
 """
 
 from __future__ import annotations
@@ -73,6 +74,22 @@ class NpyImages:
         if self.channels_last:
             return out.reshape(len(rows), h, w, c).transpose(0, 3, 1, 2)
         return out.reshape(len(rows), c, h, w)
+
+
+class ArrayImages:
+    """uint8 images `[N, C, H, W]` (0-255) held in memory: 1 byte a pixel value, not float32's 4."""
+
+    def __init__(self, array: np.ndarray):
+        if array.dtype != np.uint8 or array.ndim != 4 or array.shape[1] not in (1, 3):
+            raise ValueError(f"ArrayImages needs a uint8 array [N, C, H, W] with C in (1, 3); got {array.dtype} {array.shape}")
+        self.array = array
+        self.shape = tuple(int(v) for v in array.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        return self.array[rows]
 
 
 class FileImages:

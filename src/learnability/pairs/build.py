@@ -22,8 +22,10 @@ def build_pairs(cfg) -> tuple[PairSplits, int]:
         return synthetic_pairs(path=d.path, reference_size=d.reference_size, pool_size=d.pool_size,
                                test_size=d.test_size, canvas=p.image_size, two_objects=p.two_objects,
                                swapped=p.swapped, uninformative=p.uninformative, wrong_attribute=p.wrong_attribute,
-                               duplicates=p.duplicates,
-                               seed=d.seed), 0
+                               duplicates=p.duplicates, renderings=p.renderings, seed=d.seed), 0
+    if p.renderings != 1:
+        raise ValueError(f"pairs.renderings={p.renderings} renders the built-in pairs several times; "
+                         f"pairs.source={p.source} brings its own images: leave pairs.renderings at 1")
     parts, skipped = [], 0
     cache = p.shard_cache or os.path.join(cfg.out, "shard-cache")
     for key in ("path", "reference_path", "test_path"):

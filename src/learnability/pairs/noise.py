@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import torch
 
+from learnability.data.lazy import LazyImages
 from learnability.pairs.captions import FIELD_SIZES, describe
 from learnability.pairs.pairset import DUPLICATE, SWAPPED, UNINFORMATIVE, WRONG_ATTRIBUTE, PairSet
 
@@ -56,7 +58,8 @@ def corrupt_pairs(pairs: PairSet, *, swapped: float = 0.0, uninformative: float 
     - duplicates: an exact copy (image and caption) of one of the clean examples left, about
       `COPIES_PER_ORIGINAL` copies of each duplicated original, as popular web images recur.
     Ids are kept (each copy keeps its own id, as a re-posted image has its own URL); images are
-    shared, not copied, unless there are duplicates; `corruption` records the kind per example and
+    shared, not copied, unless there are duplicates (lazy images are never copied: the copies'
+    rows point at their originals); `corruption` records the kind per example and
     `true_captions` what each image shows.
     """
     fractions = {"swapped": swapped, "uninformative": uninformative, "wrong_attribute": wrong_attribute,
@@ -112,14 +115,17 @@ def corrupt_pairs(pairs: PairSet, *, swapped: float = 0.0, uninformative: float 
 def _duplicate(pairs: PairSet, captions: list[str], code: torch.Tensor, truth: list[str], dup_i: torch.Tensor,
                clean_i: torch.Tensor, g: torch.Generator) -> PairSet:
     """`pairs` with rows `dup_i` overwritten by copies of originals drawn from `clean_i`."""
-    if not isinstance(pairs.images, torch.Tensor):
-        raise ValueError("duplicates rewrite images, which needs pairs held in memory (not read from shards)")
     if not len(clean_i):
         raise ValueError("duplicates need some clean examples left to copy; lower the corruption fractions")
     originals = clean_i[torch.randperm(len(clean_i), generator=g)[:max(1, round(len(dup_i) / COPIES_PER_ORIGINAL))]]
     src = originals[torch.randint(0, len(originals), (len(dup_i),), generator=g)]
-    images = pairs.images.clone()
-    images[dup_i] = pairs.images[src]
+    if isinstance(pairs.images, LazyImages):  # lazy (uint8 or shard) images: repoint the copies' rows, read nothing
+        rows = np.arange(len(pairs))
+        rows[dup_i.numpy()] = src.numpy()
+        images = pairs.images.take(rows)
+    else:
+        images = pairs.images.clone()
+        images[dup_i] = pairs.images[src]
     for i, j in zip(dup_i.tolist(), src.tolist()):
         captions[i], truth[i] = captions[j], truth[j]
     code[dup_i] = DUPLICATE
