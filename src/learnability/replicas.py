@@ -155,11 +155,12 @@ def launched_ranks() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def join(device: str, timeout_s: float = 600.0) -> tuple[Replicas, torch.device]:
+def join(device: str, timeout_s: float = 3600.0) -> tuple[Replicas, torch.device]:
     """This process's replicas and its device. Started by a launcher with WORLD_SIZE > 1, it joins
     (or, under Ray Train, finds) the default process group: gloo on CPU, nccl on CUDA, each rank on
-    the GPU `LOCAL_RANK`. A collective waits at most `timeout_s` for a peer (a rank that died ends
-    the others' waits with an error well before that: its connections close)."""
+    the GPU `LOCAL_RANK`. A collective waits at most `timeout_s` for a peer: long, because the
+    others wait while rank 0 trains the reference or evaluates (a rank that dies ends their waits
+    at once: its connections close, and the launcher stops the rest)."""
     dev = torch.device(device)
     if launched_ranks() <= 1 and not dist.is_initialized():
         return Solo(), dev
