@@ -304,3 +304,16 @@ def test_image_text_with_jest_on_two_ranks(tmp_path):
     assert [(x["examples_seen"], x["candidates_drawn"]) for x in rows] == [(s * 32, s * 64) for s in range(1, 5)]
     assert {"test_accuracy", "zero_shot", "r1_i2t", "r1_t2i"} <= set(rows[-1])  # rank 0 evaluated at the end
     assert json.loads((out / "summary.json").read_text())["ranks"] == 2
+
+
+@pytest.mark.slow
+def test_data_parallel_bench_smoke_writes_rows_and_projection(tmp_path):
+    bench = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", "data_parallel.py")
+    r = subprocess.run([sys.executable, bench, "--quick", f"--out={tmp_path / 'runs'}", f"--results={tmp_path}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads((tmp_path / "data_parallel-quick.json").read_text())
+    assert [row["ranks"] for row in result["rows"]] == [1, 2, 1]
+    assert all(row["updates_per_s"] > 0 for row in result["rows"])
+    assert [p["gpus"] for p in result["projection"]] == [1, 2, 4, 8] and result["projection"][0]["efficiency"] == 1.0
+    assert 0 < result["efficiency"]["weak"] and "no accelerator was lent" in result["device"]
