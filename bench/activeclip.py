@@ -40,10 +40,11 @@ import time
 
 from common import arm_rows, machine, medians, pct, share
 
+from learnability import analysis
 from learnability import config as C
 from learnability.clip_loop import run_clip
 from learnability.compare import arm_config
-from learnability.io import atomic_write_text
+from learnability.io import atomic_write_text, read_jsonl
 from learnability.pairs import CLEAN, PairSplits
 from learnability.pairs.build import build_pairs
 
@@ -93,48 +94,114 @@ def clean_only(splits: PairSplits) -> PairSplits:
     return dataclasses.replace(splits, pool=splits.pool.subset(splits.pool.corruption == CLEAN))
 
 
+def budget_steps(fractions: str, full: int) -> list[int]:
+    """The step counts of `--budgets` (fractions of train.steps; the full budget always included), ascending."""
+    try:
+        fr = {float(x) for x in fractions.split(",") if x} | {1.0}
+    except ValueError:
+        raise SystemExit(f"--budgets: a comma list of fractions of train.steps in (0, 1], e.g. 0.3,0.5,1; got {fractions!r}")
+    if not all(0 < f <= 1 for f in fr):
+        raise SystemExit(f"--budgets: every fraction must be in (0, 1]; got {sorted(fr)}")
+    steps = sorted({max(1, round(f * full)) for f in fr})
+    return steps
+
+
+def run_name(arm: str, steps: int, full: int) -> str:
+    """The run folder of `arm` at a budget of `steps` (the full budget's is the arm's name)."""
+    return arm if steps == full else f"{arm}@{steps}"
+
+
+def seed_rows(out: str, seed: int, arms: list[str], budgets: list[int], full: int, amortise: int) -> list[dict]:
+    """One row per arm of a seed: mid-schedule savings of its full-budget run, and the fully decayed
+    budgets' savings from those of its budget runs that finished."""
+    rows = arm_rows(out, arms, amortise, extra_keys=EXTRA)
+    uniform = read_jsonl(os.path.join(out, "uniform", "metrics.jsonl"))
+    for r in rows:
+        runs = [read_jsonl(os.path.join(out, run, "metrics.jsonl")) for run in (run_name(r["arm"], b, full) for b in budgets)
+                if os.path.isfile(os.path.join(out, run, "summary.json"))]
+        d = analysis.budget_savings(uniform, runs, amortise)
+        r.update({"filtering": ARMS[r["arm"]][1], "seed": seed, "final_zeroshot": r["final_accuracy"],
+                  "end_zeroshot": d["ends"][full], "censored": d["censored"], "needed_steps": d["needed_steps"],
+                  **{f"end_{b}": d["ends"].get(b) for b in budgets},
+                  **{f"decayed_{k}": d[k] for k in ("updates_saved", "compute_saved", "compute_saved_amortised",
+                                                     "wallclock_saved")}})
+    return rows
+
+
 def reach_steps(rows: list[dict], m: dict) -> str:
     """Per seed: the step the arm reached the target at, over the step uniform did ("-": never)."""
     own = sorted((r for r in rows if r["arm"] == m["arm"]), key=lambda r: r["seed"])
     return ", ".join(f"{r['reached_at_step'] or '-'}/{r['uniform_reached_at_step']}" for r in own)
 
 
-def markdown(med: list[dict], rows: list[dict], command: str, settings: str, where: str = "") -> str:
+def decayed_cell(rows: list[dict], m: dict) -> str:
+    """Per seed: the fully decayed budgets' updates saved ("≥": the smallest budget already reached the target)."""
+    own = sorted((r for r in rows if r["arm"] == m["arm"]), key=lambda r: r["seed"])
+    return ", ".join(("≥" if r["censored"] else "") + pct(r["decayed_updates_saved"]) for r in own)
+
+
+def markdown(med: list[dict], rows: list[dict], budgets: list[int], command: str, settings: str, where: str = "") -> str:
     lines = [f"Command: `{command}`  ", f"Settings: {settings}  ", f"Machine: {where or machine()}", "",
-             "| arm | filtering | seeds | reached at / uniform at (per seed) | updates saved | share of the oracle's | "
-             "compute saved | compute saved (amortised x10) | wall-clock saved | zero-shot | R@1 i2t | R@1 t2i | "
-             "class / colour / size / position (in caption) | corrupted selected |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    oracle = next((m["updates_saved"] for m in med if m["arm"] == "oracle"), None)
+             "**Fully decayed budgets** (each arm trained at " + ", ".join(map(str, budgets)) + " steps, every run's "
+             "schedule decayed to zero at its end; the target is uniform's zero-shot at the end of the full budget):", "",
+             "| arm | filtering | seeds | zero-shot at the end of " + " / ".join(map(str, budgets)) + " steps | "
+             "updates saved (per seed) | updates saved | share of the oracle's | compute saved | compute saved "
+             "(amortised x10) | wall-clock saved |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    oracle = {k: next((m[k] for m in med if m["arm"] == "oracle"), None) for k in ("updates_saved", "decayed_updates_saved")}
+
+    def of(m: dict, key: str) -> str:
+        return (f"{m[key] / oracle[key]:.0%}" if oracle[key] and m[key] is not None and m["arm"] not in ("uniform", "oracle")
+                else "")
+
     for m in med:
-        of = (f"{m['updates_saved'] / oracle:.0%}" if oracle and m["updates_saved"] is not None and m["arm"] != "uniform"
-              else "")
+        ends = " / ".join(f"{m[f'end_{b}']:.4f}" if m.get(f"end_{b}") is not None else "-" for b in budgets)
+        lines.append(f"| {m['arm']} | {m['filtering']} | {m['seeds']} | {ends} | {decayed_cell(rows, m)} | "
+                     f"{pct(m['decayed_updates_saved'])} | {of(m, 'decayed_updates_saved')} | {pct(m['decayed_compute_saved'])} | "
+                     f"{pct(m['decayed_compute_saved_amortised'])} | {pct(m['decayed_wallclock_saved'])} |")
+    lines += ["", f"**Mid-schedule** (the full-budget runs only: an arm reaches uniform's final zero-shot, the mean of its "
+                  "last three evaluations, at its first evaluation whose three-evaluation mean is at or above it; "
+                  "its schedule is not yet decayed there, so these savings are conservative):", "",
+              "| arm | reached at / uniform at (per seed) | updates saved | share of the oracle's | compute saved | "
+              "compute saved (amortised x10) | wall-clock saved | zero-shot | R@1 i2t | R@1 t2i | class / colour / size / "
+              "position (in caption) | corrupted selected |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in med:
         attrs = " / ".join(share(m[f"final_attr_{k}"]) if m.get(f"final_attr_{k}") is not None else "-"
                            for k in ("class", "colour", "size", "position"))
-        lines.append(f"| {m['arm']} | {m['filtering']} | {m['seeds']} | {reach_steps(rows, m)} | {pct(m['updates_saved'])} | "
-                     f"{of} | {pct(m['compute_saved'])} | {pct(m['compute_saved_amortised'])} | {pct(m['wallclock_saved'])} | "
+        lines.append(f"| {m['arm']} | {reach_steps(rows, m)} | {pct(m['updates_saved'])} | {of(m, 'updates_saved')} | "
+                     f"{pct(m['compute_saved'])} | {pct(m['compute_saved_amortised'])} | {pct(m['wallclock_saved'])} | "
                      f"{m['final_zeroshot']:.4f} | {share(m['final_r1_i2t'])} | {share(m['final_r1_t2i'])} | {attrs} | "
                      f"{share(m['corrupted_selected'])} |")
-    spread = [r["final_zeroshot"] for r in rows if r["arm"] == "uniform"]
+    uni = [r for r in rows if r["arm"] == "uniform"]
     ratios = sorted({round(r["proxy_flops_ratio"], 1) for r in rows if r.get("proxy_flops_ratio")})
-    lines += ["", f"Uniform's final zero-shot over seeds: {', '.join(f'{v:.4f}' for v in sorted(spread))} "
-                  f"(spread {max(spread) - min(spread):.4f})." if spread else "",
-              f"Learner / proxy forward FLOPs per example: {', '.join(map(str, ratios)) or 'n/a'}. Medians over seeds. "
-              "Target: uniform's final zero-shot accuracy (mean of its last three evaluations); an arm reaches it at the "
-              "first evaluation whose three-evaluation mean is at or above it (mid-schedule: conservative). Compute counts "
-              "the learner, proxy scoring and training, and the reference's training and caching pass in full (amortised: "
-              "the reference's one-off costs over 10 runs); the oracle's filter is free by definition. Attribute "
-              "accuracies: the image's caption re-rendered with each value of one attribute, at the last evaluation, on "
-              "the retrieval pairs. Updates and compute are deterministic given the seed; wall-clock is not (shared "
-              "2-core machine, one thread per process)."]
+
+    def spread(key: str) -> str:
+        v = sorted(r[key] for r in uni)
+        return f"{', '.join(f'{x:.4f}' for x in v)} (spread {max(v) - min(v):.4f})"
+
+    lines += ["", f"Uniform over seeds: zero-shot at the end {spread('end_zeroshot')}; mean of the last three "
+                  f"evaluations {spread('final_zeroshot')}." if uni else "",
+              f"Learner / proxy forward FLOPs per example: {', '.join(map(str, ratios)) or 'n/a'}. Medians over seeds "
+              "(an arm that missed the target on a seed counts as the worst). Decayed budgets: an arm needs the budget "
+              "where its end-of-run zero-shot crosses the target, linear between the two budgets that bracket it; its "
+              "FLOPs and seconds are interpolated the same way; \"≥\": its smallest budget already ended above the target "
+              "(a lower bound). Compute counts the learner, proxy scoring and training, and the reference's training and "
+              "caching pass in full (amortised: the reference's one-off costs over 10 runs); the oracle's filter is free by "
+              "definition. Attribute accuracies: the image's caption re-rendered with each value of one attribute, at the "
+              "last evaluation, on the retrieval pairs. Updates and compute are deterministic given the seed; wall-clock is "
+              "not (shared 2-core machine, one thread per process)."]
     return "\n".join(lines) + "\n"
 
 
-def write(rows: list[dict], arms: list[str], results: str, name: str, meta: dict) -> str:
-    med = medians(rows, ("arm", "filtering"), KEYS, tuple(arms))
+def write(rows: list[dict], arms: list[str], budgets: list[int], results: str, name: str, meta: dict) -> str:
+    keys = (*KEYS, "end_zeroshot", *(f"end_{b}" for b in budgets),
+            *(f"decayed_{k}" for k in ("updates_saved", "compute_saved", "compute_saved_amortised", "wallclock_saved")))
+    med = medians(rows, ("arm", "filtering"), keys, tuple(arms))
     os.makedirs(results, exist_ok=True)
-    md = markdown(med, rows, meta["command"], meta["settings"], meta["machine"])
-    atomic_write_text(os.path.join(results, f"{name}.json"), json.dumps({"rows": rows, "medians": med, **meta}, indent=2) + "\n")
+    md = markdown(med, rows, budgets, meta["command"], meta["settings"], meta["machine"])
+    atomic_write_text(os.path.join(results, f"{name}.json"),
+                      json.dumps({"rows": rows, "medians": med, "budgets": budgets, **meta}, indent=2) + "\n")
     atomic_write_text(os.path.join(results, f"{name}.md"), md)
     return md
 
@@ -155,25 +222,25 @@ def merge(paths: list[str], results: str, name: str) -> int:
     meta = {"arms": arms, "command": " & ".join(p["command"] for p in parts) + " (in parallel), then --merge",
             "machine": parts[0]["machine"], "settings": parts[0]["settings"],
             "seconds": max(p["seconds"] for p in parts), "seconds_per_process": [p["seconds"] for p in parts]}
-    print(write(rows, arms, results, name, meta))
+    print(write(rows, arms, parts[0]["budgets"], results, name, meta))
     return 0
 
 
-def collect(outs: list[str], seeds: list[int], arms: list[str], a: argparse.Namespace, command: str, settings: str) -> int:
-    """Rows of the finished arms (those with a summary.json) of interrupted runs, one --out per
-    seed (in `seeds` order), into --results: a table whose arms may hold fewer seeds than others."""
+def collect(outs: list[str], seeds: list[int], arms: list[str], budgets: list[int], a: argparse.Namespace, command: str,
+            settings: str) -> int:
+    """Rows of the finished arms (those whose full-budget run has a summary.json, with whichever of
+    their smaller budgets finished) of interrupted runs, one --out per seed (in `seeds` order), into
+    --results: a table whose arms may hold fewer seeds than others."""
     rows = []
     for out, seed in zip(outs, seeds):
         folder = os.path.join(out, f"seed{seed}")
         done = [x for x in arms if os.path.isfile(os.path.join(folder, x, "summary.json"))]
         if "uniform" not in done:
             raise SystemExit(f"{folder}: the uniform arm has not finished; nothing to compare against")
-        for r in arm_rows(folder, done, a.amortise, extra_keys=EXTRA):
-            r.update({"filtering": ARMS[r["arm"]][1], "seed": seed, "final_zeroshot": r["final_accuracy"]})
-            rows.append(r)
+        rows += seed_rows(folder, seed, done, budgets, budgets[-1], a.amortise)
     meta = {"arms": arms, "command": command + " (collected from interrupted runs)", "machine": machine(),
             "settings": settings, "seconds": None}
-    print(write(rows, arms, a.results, a.name, meta))
+    print(write(rows, arms, budgets, a.results, a.name, meta))
     return 0
 
 
@@ -183,6 +250,8 @@ def main() -> int:
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma list from {', '.join(ARMS)} (uniform is always run)")
     p.add_argument("--smoke", action="store_true", help="tiny settings (seconds), for the tests")
     p.add_argument("--amortise", type=int, default=10)
+    p.add_argument("--budgets", default="0.3,0.5,1", help="fractions of train.steps each arm also trains at, every run's "
+                                                          "schedule decayed to zero at its end (1 is always run)")
     p.add_argument("--out", default="runs/bench-activeclip")
     p.add_argument("--results", default="bench/results")
     p.add_argument("--name", default="activeclip", help="results file name (without .json / .md)")
@@ -201,6 +270,7 @@ def main() -> int:
         raise SystemExit(f"--arms: unknown {unknown}; choose from {', '.join(ARMS)}")
     base = C.apply_overrides(C.RunConfig(), BENCH_OVERRIDES + (SMOKE if a.smoke else []) + extra)
     command = "python bench/activeclip.py " + " ".join(sys.argv[1:])
+    budgets = budget_steps(a.budgets, base.train.steps)
     t, pr = base.train, base.pairs
     renders = (f" garments x {pr.renderings} renderings = {(base.data.pool_size or 50000) * pr.renderings} pairs"
                if pr.renderings > 1 else "")
@@ -209,9 +279,10 @@ def main() -> int:
                 f"{t.steps} steps, lr {t.lr:g} ({t.schedule} to {t.final_lr_fraction:g}, warm-up {t.warmup}), initial logit "
                 f"scale/bias {pr.logit_scale_init:g}/{pr.logit_bias_init:g}, pool {base.data.pool_size or 50000}{renders}, eval every "
                 f"{t.eval_every} on {base.data.test_size or 10000} test images, reference {base.reference.epochs} epochs on "
-                f"{base.data.reference_size} curated pairs, torch threads {t.threads or 'default'}")
+                f"{base.data.reference_size} curated pairs, torch threads {t.threads or 'default'}; budgets "
+                f"{', '.join(map(str, budgets))} steps")
     if a.collect:
-        return collect(a.collect.split(","), [int(s) for s in a.seeds.split(",")], arms, a, command, settings)
+        return collect(a.collect.split(","), [int(s) for s in a.seeds.split(",")], arms, budgets, a, command, settings)
     rows: list[dict] = []
     t0 = time.time()
     for seed in (int(s) for s in a.seeds.split(",")):
@@ -222,18 +293,20 @@ def main() -> int:
             raise SystemExit(f"{out} exists; remove it, pass --out=NEW_FOLDER, or --reuse to keep its finished arms")
         cfg = dataclasses.replace(cfg, reference=dataclasses.replace(cfg.reference, dir=os.path.join(out, "reference")))
         data = build_pairs(cfg)
-        for name in arms:  # in --arms order, uniform first
-            if a.reuse and os.path.isfile(os.path.join(out, name, "summary.json")):
-                print(f"[{time.time() - t0:6.0f}s] seed={seed} {name} kept (--reuse)", flush=True)
-                continue
-            shutil.rmtree(os.path.join(out, name), ignore_errors=True)  # an arm cut short starts again
-            run_clip(arm_run_config(cfg, name, out), (clean_only(data[0]), data[1]) if name == "oracle" else data)
-            print(f"[{time.time() - t0:6.0f}s] seed={seed} {name} done", flush=True)
-        for r in arm_rows(out, arms, a.amortise, extra_keys=EXTRA):
-            r.update({"filtering": ARMS[r["arm"]][1], "seed": seed, "final_zeroshot": r["final_accuracy"]})
-            rows.append(r)
+        for steps in reversed(budgets):  # every arm's full budget first (the mid-schedule table), then the smaller
+            for name in arms:  # in --arms order, uniform first
+                run = run_name(name, steps, budgets[-1])
+                if a.reuse and os.path.isfile(os.path.join(out, run, "summary.json")):
+                    print(f"[{time.time() - t0:6.0f}s] seed={seed} {run} kept (--reuse)", flush=True)
+                    continue
+                shutil.rmtree(os.path.join(out, run), ignore_errors=True)  # a run cut short starts again
+                c = arm_run_config(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps)), name, out)
+                run_clip(dataclasses.replace(c, name=run, out=os.path.join(out, run)),
+                         (clean_only(data[0]), data[1]) if name == "oracle" else data)
+                print(f"[{time.time() - t0:6.0f}s] seed={seed} {run} done", flush=True)
+        rows += seed_rows(out, seed, arms, budgets, budgets[-1], a.amortise)
         meta = {"arms": arms, "command": command, "machine": machine(), "settings": settings, "seconds": time.time() - t0}
-        md = write(rows, arms, a.results, a.name, meta)
+        md = write(rows, arms, budgets, a.results, a.name, meta)
     print(md)
     return 0
 

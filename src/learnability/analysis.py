@@ -10,6 +10,13 @@ the same target, measured at that point, every overhead counted:
     compute_saved_amortised: the same with one-off reference costs divided over `amortise` runs
     wallclock_saved = 1 - arm seconds / uniform seconds   (evaluation excluded, reference included)
 Negative where worse; None where the arm never reached the target.
+
+Fully decayed budgets (`budget_savings`): mid-schedule reach is conservative, because an arm's
+learning rate has not decayed where it first reaches the target. The stronger protocol runs each
+arm at several budgets (step counts), each with its schedule decayed to zero at its own end, and
+takes the model at the end: the target is uniform's accuracy at the end of the full budget, and
+an arm needs the budget where its end-of-run accuracy crosses it (linear between the two budgets
+that bracket the crossing). FLOPs and seconds are interpolated the same way between those runs.
 """
 
 from __future__ import annotations
@@ -66,6 +73,65 @@ def savings(uniform_rows: Sequence[dict], arm_rows: Sequence[dict], amortise: in
         "compute_saved": _saved(hit["flops_total"], base["flops_total"]),
         "compute_saved_amortised": _saved(hit["flops_total"] - one_off * (1 - 1 / amortise), base_amortised),
         "wallclock_saved": _saved(hit["seconds_total"], base["seconds_total"]),
+    })
+    return out
+
+
+def end_accuracy(rows: Sequence[dict]) -> float:
+    """The accuracy at the run's last evaluation: the fully decayed model's."""
+    evals = evaluations(rows)
+    if not evals:
+        raise ValueError("the run has no evaluations; was it stopped before its first eval?")
+    return evals[-1]["test_accuracy"]
+
+
+def budget_reach(target: float, ends: Sequence[tuple[float, float]]) -> tuple[float | None, bool]:
+    """The budget an arm needs to end at `target`, from `ends` = (budget, end accuracy) of its runs.
+
+    Budgets ascending; the first at or above the target is the crossing, interpolated linearly from
+    the budget before it. Returns (budget, censored): censored when even the smallest budget ends at
+    or above the target (the need is at most that budget); (None, False) when none reaches it."""
+    ends = sorted(ends)
+    if len({b for b, _ in ends}) != len(ends):
+        raise ValueError(f"budgets must differ; got {[b for b, _ in ends]}")
+    for i, (b, acc) in enumerate(ends):
+        if acc >= target - 1e-12:
+            if i == 0:
+                return b, True
+            b0, a0 = ends[i - 1]
+            return b0 + (target - a0) / (acc - a0) * (b - b0), False
+    return None, False
+
+
+def budget_savings(uniform_rows: Sequence[dict], arm_runs: Sequence[Sequence[dict]], amortise: int = 10) -> dict:
+    """Savings of an arm run at several fully decayed budgets (`arm_runs`, the metric rows of each)
+    against uniform's full-budget run (its end accuracy is the target); see the module docstring.
+    `censored`: the arm's smallest budget already reached the target, so the savings are lower bounds."""
+    if amortise < 1:
+        raise ValueError("amortise must be >= 1")
+    target, base = end_accuracy(uniform_rows), uniform_rows[-1]
+    runs = sorted(arm_runs, key=lambda rows: rows[-1]["step"])
+    ends = [(float(rows[-1]["step"]), end_accuracy(rows)) for rows in runs]
+    steps, censored = budget_reach(target, ends)
+    out = {"target": target, "ends": {int(b): a for b, a in ends}, "censored": censored, "needed_steps": steps,
+           "updates_saved": None, "compute_saved": None, "compute_saved_amortised": None, "wallclock_saved": None}
+    if steps is None:
+        return out
+    lasts = [rows[-1] for rows in runs]
+    i = next(k for k, r in enumerate(lasts) if r["step"] >= steps - 1e-9)
+    lo, hi = lasts[max(i - 1, 0)], lasts[i]
+    w = 0.0 if hi is lo else (steps - lo["step"]) / (hi["step"] - lo["step"])
+
+    def at(key: str) -> float:
+        return (1 - w) * lo.get(key, 0.0) + w * hi.get(key, 0.0)
+
+    one_off = at("flops_reference")
+    base_amortised = base["flops_total"] - base.get("flops_reference", 0.0) * (1 - 1 / amortise)
+    out.update({
+        "updates_saved": _saved(steps, base["step"]),
+        "compute_saved": _saved(at("flops_total"), base["flops_total"]),
+        "compute_saved_amortised": _saved(at("flops_total") - one_off * (1 - 1 / amortise), base_amortised),
+        "wallclock_saved": _saved(at("seconds_total"), base["seconds_total"]),
     })
     return out
 

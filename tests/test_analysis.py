@@ -1,0 +1,64 @@
+"""The savings arithmetic: mid-schedule reach and fully decayed budgets, on hand-made metric rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from learnability import analysis
+
+
+def _run(steps: int, accs: list[float], flops_per_step: float = 10.0, reference: float = 0.0) -> list[dict]:
+    """Metric rows of a run of `steps` evaluated evenly len(accs) times, the last at its last step."""
+    every = steps // len(accs)
+    rows = []
+    for s in range(1, steps + 1):
+        r = {"step": s, "flops_total": reference + flops_per_step * s, "flops_reference": reference,
+             "seconds_total": 0.5 * s}
+        if s % every == 0 and s // every <= len(accs):
+            r["test_accuracy"] = accs[s // every - 1]
+        rows.append(r)
+    return rows
+
+
+def test_budget_reach_interpolates_between_the_bracketing_budgets() -> None:
+    assert analysis.budget_reach(0.5, [(100, 0.4), (200, 0.6), (400, 0.7)]) == (pytest.approx(150.0), False)
+    assert analysis.budget_reach(0.6, [(400, 0.7), (100, 0.4), (200, 0.6)]) == (200.0, False)  # order free; equal counts
+    assert analysis.budget_reach(0.3, [(100, 0.4), (200, 0.6)]) == (100.0, True)  # censored: at most the smallest
+    assert analysis.budget_reach(0.9, [(100, 0.4), (200, 0.6)]) == (None, False)
+    # not monotonic: the first budget at or above the target is the crossing
+    assert analysis.budget_reach(0.5, [(100, 0.3), (200, 0.55), (300, 0.45), (400, 0.7)])[0] == pytest.approx(180.0)
+    with pytest.raises(ValueError, match="budgets must differ"):
+        analysis.budget_reach(0.5, [(100, 0.3), (100, 0.6)])
+
+
+def test_budget_savings_against_uniforms_end_with_compute_interpolated() -> None:
+    uniform = _run(1000, [0.2, 0.4, 0.5, 0.6])  # target: 0.6, its end (not the mean of the last three)
+    arm = [_run(300, [0.3, 0.5, 0.55], flops_per_step=12.0, reference=600.0),
+           _run(500, [0.3, 0.5, 0.6, 0.65, 0.70], flops_per_step=12.0, reference=600.0),
+           _run(1000, [0.5, 0.6, 0.7, 0.75], flops_per_step=12.0, reference=600.0)]
+    d = analysis.budget_savings(uniform, arm, amortise=10)
+    assert d["target"] == 0.6 and d["ends"] == {300: 0.55, 500: 0.70, 1000: 0.75} and not d["censored"]
+    assert d["needed_steps"] == pytest.approx(300 + 0.05 / 0.15 * 200)  # 366.7 steps
+    assert d["updates_saved"] == pytest.approx(1 - d["needed_steps"] / 1000)
+    flops = 600 + 12 * d["needed_steps"]  # the reference in full, the steps at the arm's rate
+    assert d["compute_saved"] == pytest.approx(1 - flops / 10000)
+    assert d["compute_saved_amortised"] == pytest.approx(1 - (flops - 600 * 0.9) / 10000)
+    assert d["wallclock_saved"] == pytest.approx(1 - 0.5 * d["needed_steps"] / 500)
+
+
+def test_budget_savings_censored_and_never_reached() -> None:
+    uniform = _run(1000, [0.2, 0.4, 0.5, 0.6])
+    d = analysis.budget_savings(uniform, [_run(300, [0.5, 0.6, 0.65]), _run(1000, [0.7, 0.7, 0.7, 0.7])])
+    assert d["censored"] and d["needed_steps"] == 300 and d["updates_saved"] == pytest.approx(0.7)
+    assert d["compute_saved"] == pytest.approx(0.7)
+    d = analysis.budget_savings(uniform, [_run(1000, [0.1, 0.2, 0.3, 0.4])])
+    assert d["needed_steps"] is None and d["updates_saved"] is None and d["compute_saved"] is None
+    # uniform against itself needs its full budget: nothing saved
+    d = analysis.budget_savings(uniform, [uniform])
+    assert d["updates_saved"] == 0.0 and d["compute_saved"] == 0.0 and d["censored"]
+
+
+def test_end_accuracy_is_the_last_evaluation_and_a_run_without_one_is_an_error() -> None:
+    assert analysis.end_accuracy(_run(100, [0.1, 0.9, 0.3])) == 0.3
+    with pytest.raises(ValueError, match="no evaluations"):
+        analysis.end_accuracy([{"step": 1}])
