@@ -48,7 +48,7 @@ from learnability.io import atomic_write_text, read_jsonl
 from learnability.pairs import CLEAN, PairSplits
 from learnability.pairs.build import build_pairs
 
-NOISE = {"swapped": 0.2, "uninformative": 0.1, "wrong_attribute": 0.1, "duplicates": 0.1}
+NOISE = {"swapped": 0.4, "uninformative": 0.2, "wrong_attribute": 0.1, "duplicates": 0.1}
 # name: (compare arm, filtering ratio, selecting over which part of the run: (start, end) fractions)
 ARMS = {
     "uniform": ("uniform", 0.0, None),
@@ -66,7 +66,8 @@ ARMS = {
 # within the super-batch; the reference trained 30 epochs on the 10k curated pairs. SigLIP's initial
 # bias -5 (about -log b; -10 suits batches of thousands and stalls b = 128 for ~400 steps).
 BENCH_OVERRIDES = ["--task=clip", "--pairs.logit_bias_init=-5", *[f"--pairs.{k}={v}" for k, v in NOISE.items()],
-                   "--data.pool_size=50000", "--data.test_size=3000", "--train.steps=2000", "--train.eval_every=100",
+                   "--pairs.renderings=4", "--data.pool_size=50000", "--data.test_size=10000", "--train.steps=2000",
+                   "--train.eval_every=100",
                    "--train.schedule=cosine", "--train.warmup=100", "--pairs.n_chunks=16", "--progress=false",
                    "--pairs.proxy=dual_cnn_tiny", "--pairs.actor_loss=contrastive", "--reference.epochs=30",
                    "--train.threads=1"]
@@ -293,17 +294,30 @@ def main() -> int:
             raise SystemExit(f"{out} exists; remove it, pass --out=NEW_FOLDER, or --reuse to keep its finished arms")
         cfg = dataclasses.replace(cfg, reference=dataclasses.replace(cfg.reference, dir=os.path.join(out, "reference")))
         data = build_pairs(cfg)
-        for steps in reversed(budgets):  # every arm's full budget first (the mid-schedule table), then the smaller
-            for name in arms:  # in --arms order, uniform first
-                run = run_name(name, steps, budgets[-1])
-                if a.reuse and os.path.isfile(os.path.join(out, run, "summary.json")):
-                    print(f"[{time.time() - t0:6.0f}s] seed={seed} {run} kept (--reuse)", flush=True)
-                    continue
+
+        def train(name: str, steps: int) -> list[dict]:
+            run = run_name(name, steps, budgets[-1])
+            if a.reuse and os.path.isfile(os.path.join(out, run, "summary.json")):
+                print(f"[{time.time() - t0:6.0f}s] seed={seed} {run} kept (--reuse)", flush=True)
+            else:
                 shutil.rmtree(os.path.join(out, run), ignore_errors=True)  # a run cut short starts again
                 c = arm_run_config(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps)), name, out)
                 run_clip(dataclasses.replace(c, name=run, out=os.path.join(out, run)),
                          (clean_only(data[0]), data[1]) if name == "oracle" else data)
                 print(f"[{time.time() - t0:6.0f}s] seed={seed} {run} done", flush=True)
+            return read_jsonl(os.path.join(out, run, "metrics.jsonl"))
+
+        # Every arm's full budget first (the target and the mid-schedule table), then each arm's smaller
+        # budgets, largest first, while the last one still ended at or above the target: the budget the
+        # arm needs lies between the smallest that reached and the largest that did not, so smaller
+        # ones add nothing (uniform's own end is the target: it needs no smaller budget).
+        target = analysis.end_accuracy(train("uniform", budgets[-1]))
+        ends = {name: analysis.end_accuracy(train(name, budgets[-1])) for name in arms[1:]}
+        for name, end in ends.items():
+            for steps in reversed(budgets[:-1]):
+                if end < target:
+                    break
+                end = analysis.end_accuracy(train(name, steps))
         rows += seed_rows(out, seed, arms, budgets, budgets[-1], a.amortise)
         meta = {"arms": arms, "command": command, "machine": machine(), "settings": settings, "seconds": time.time() - t0}
         md = write(rows, arms, budgets, a.results, a.name, meta)
