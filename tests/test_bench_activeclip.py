@@ -45,7 +45,7 @@ def test_every_arm_runs_and_the_table_holds_each(tmp_path: Path) -> None:
     assert metrics["random_subset"][-1]["flops_scoring"] == 0
     # attribute accuracies are logged at the last evaluation
     assert {"attr_class", "attr_colour", "attr_size", "attr_position"} <= set(metrics["uniform"][-1])
-    # smaller budgets (2 and 4 of 8 steps) ran largest first, and only while the arm still reached uniform's end
+    # smaller budgets (6, 4 and 2 of 8 steps) ran largest first, and only while the arm still reached uniform's end
     def end(run: str) -> float:
         return [json.loads(x) for x in (runs / run / "metrics.jsonl").read_text().splitlines() if '"test_accuracy"' in x][-1][
             "test_accuracy"]
@@ -53,7 +53,7 @@ def test_every_arm_runs_and_the_table_holds_each(tmp_path: Path) -> None:
     target = end("uniform")
     assert not list(runs.glob("uniform@*"))
     for arm in from_script[1:]:
-        for larger, smaller in ((arm, f"{arm}@4"), (f"{arm}@4", f"{arm}@2")):
+        for larger, smaller in ((arm, f"{arm}@6"), (f"{arm}@6", f"{arm}@4"), (f"{arm}@4", f"{arm}@2")):
             ran_larger = (runs / larger / "summary.json").is_file()
             assert (runs / smaller / "summary.json").is_file() == (ran_larger and end(larger) >= target), (arm, larger)
     md = (tmp_path / "res" / "activeclip.md").read_text()
