@@ -269,8 +269,8 @@ def main() -> int:
     p.add_argument("--smoke", action="store_true", help="tiny settings (seconds), for the tests")
     p.add_argument("--amortise", type=int, default=10)
     p.add_argument("--budgets", default="0.3,0.5,0.75,1",
-                   help="fractions of train.steps each arm also trains at, every run's "
-                                                          "schedule decayed to zero at its end (1 is always run)")
+                   help="fractions of train.steps each arm also trains at, every run's schedule decayed to zero "
+                        "at its end (1 is always run)")
     p.add_argument("--out", default="runs/bench-activeclip")
     p.add_argument("--results", default="bench/results")
     p.add_argument("--name", default="activeclip", help="results file name (without .json / .md)")
