@@ -132,7 +132,8 @@ def seed_rows(out: str, seed: int, arms: list[str], budgets: list[int], full: in
                 if os.path.isfile(os.path.join(out, run, "summary.json"))]
         d = analysis.budget_savings(uniform, runs, amortise)
         r.update({"filtering": ARMS[r["arm"]][1], "seed": seed, "final_zeroshot": r["final_accuracy"],
-                  "end_zeroshot": d["ends"][full], "censored": d["censored"], "needed_steps": d["needed_steps"],
+                  "end_zeroshot": d["ends"][full], "needed_steps": d["needed_steps"],
+                  "censored": d["censored"] and r["arm"] != "uniform",  # uniform needs its full budget by definition
                   **{f"end_{b}": d["ends"].get(b) for b in budgets},
                   **{f"decayed_{k}": d[k] for k in ("updates_saved", "compute_saved", "compute_saved_amortised",
                                                      "wallclock_saved")}})
