@@ -1,0 +1,157 @@
+"""Is the bench's target uniform's plateau? Uniform trained longer, and what the arms save against it.
+
+    # uniform alone at longer budgets (same settings but train.steps), one process per seed:
+    python bench/activeclip.py --arms=uniform --budgets=1 --train.steps=3000 --seeds=0 --out=runs/u3000 \\
+        --results=runs/u3000/r0 --name=activeclip-uniform3000            # and seeds 1, 2; and 5000 steps
+    python bench/activeclip_longer.py --table=bench/results/activeclip.json \\
+        --uniform=runs/u3000/r0/activeclip-uniform3000.json,...,runs/u5000/r2/activeclip-uniform5000.json
+
+Reads the arm table of `bench/activeclip.py` (each arm's zero-shot at the end of each fully decayed
+budget, per seed) and uniform-only results at longer budgets, run with the same settings but
+train.steps, and writes bench/results/activeclip-longer.{json,md}:
+- uniform's end zero-shot and R@1 per budget and seed, and its seed spread at each budget;
+- each arm's updates saved against uniform at each longer budget: the budget the arm needs to end
+  at uniform's end accuracy (`analysis.budget_reach` over the arm's budget ends) over uniform's
+  budget. Where the arm's full budget ends below that target the need lies beyond the arm's runs,
+  so the saving is reported as an upper bound ("<"); where its smallest budget already ends above
+  it, as a lower bound ("≥").
+Trains nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+
+from learnability import analysis
+from learnability.io import atomic_write_text
+
+
+def same_settings(a: str) -> str:
+    """A results file's settings without its step counts (the only thing the longer runs change)."""
+    return re.sub(r"; budgets [\d, ]+ steps$", "", re.sub(r"\b\d+ steps, lr", "N steps, lr", a))
+
+
+def load(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"{path}: cannot read a results JSON ({e})")
+
+
+def bounded_median(cells: list[tuple[float, str]]) -> tuple[float, str]:
+    """Median of (value, mark) cells, mark "<" (upper bound), "≥" (lower bound) or "" (exact). The
+    median is marked "≤" when an upper bound sorts at or above it, "≥" when a lower bound sorts at or
+    below it (the true median may then lie on that side), "~" when both."""
+    cells = sorted(cells)
+    k = len(cells) // 2
+    if len(cells) % 2 == 0:
+        mid = (cells[k - 1][0] + cells[k][0]) / 2
+        above, below = cells[k - 1:], cells[:k + 1]
+    else:
+        mid, above, below = cells[k][0], cells[k:], cells[:k + 1]
+    up, low = any(m == "<" for _, m in above), any(m == "≥" for _, m in below)
+    return mid, "~" if up and low else "≤" if up else "≥" if low else ""
+
+
+def savings(table: dict, uniform: dict[int, dict[int, dict]]) -> list[dict]:
+    """Per arm, longer budget and seed: the updates the arm saves against uniform trained that long."""
+    full = table["budgets"][-1]
+    out = []
+    for r in table["rows"]:
+        if r["arm"] == "uniform":
+            continue
+        ends = [(float(b), r[f"end_{b}"]) for b in table["budgets"] if r.get(f"end_{b}") is not None]
+        for n, by_seed in sorted(uniform.items()):
+            if r["seed"] not in by_seed:
+                continue
+            target = by_seed[r["seed"]]["end_zeroshot"]
+            need, censored = analysis.budget_reach(target, ends)
+            if need is None:
+                cell = {"updates_saved": 1 - full / n, "mark": "<"}
+            else:
+                cell = {"updates_saved": 1 - need / n, "mark": "≥" if censored else ""}
+            out.append({"arm": r["arm"], "seed": r["seed"], "uniform_steps": n, "target": target,
+                        "arm_end": r["end_zeroshot"], "needed_steps": need, **cell})
+    return out
+
+
+def pct(x: float, mark: str = "") -> str:
+    return f"{mark}{x * 100:.0f}%"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", default="bench/results/activeclip.json", help="the arm table of bench/activeclip.py")
+    p.add_argument("--uniform", required=True, help="comma list of uniform-only results JSONs at longer budgets")
+    p.add_argument("--results", default="bench/results")
+    p.add_argument("--name", default="activeclip-longer")
+    a = p.parse_args()
+    table = load(a.table)
+    full = table["budgets"][-1]
+    uniform: dict[int, dict[int, dict]] = {full: {r["seed"]: r for r in table["rows"] if r["arm"] == "uniform"}}
+    for path in a.uniform.split(","):
+        part = load(path)
+        if same_settings(part["settings"]) != same_settings(table["settings"]):
+            raise SystemExit(f"{path}: settings differ from {a.table} in more than the steps:\n  {part['settings']}\n"
+                             f"  {table['settings']}")
+        n = part["budgets"][-1]
+        if n <= full:
+            raise SystemExit(f"{path}: uniform at {n} steps is not longer than the table's {full}")
+        for r in (r for r in part["rows"] if r["arm"] == "uniform"):
+            if r["seed"] in uniform.setdefault(n, {}):
+                raise SystemExit(f"{path}: seed {r['seed']} at {n} steps given twice")
+            uniform[n][r["seed"]] = r
+    seeds = sorted(uniform[full])
+    cells = savings(table, {n: u for n, u in uniform.items() if n > full})
+    arms = list(dict.fromkeys(c["arm"] for c in cells))
+    medians = {f"{arm}@{n}": bounded_median([(c["updates_saved"], c["mark"]) for c in cells
+                                             if c["arm"] == arm and c["uniform_steps"] == n])
+               for arm in arms for n in sorted(uniform) if n > full}
+    spread = {n: max(r["end_zeroshot"] for r in u.values()) - min(r["end_zeroshot"] for r in u.values())
+              for n, u in uniform.items()}
+
+    longer = [n for n in sorted(uniform) if n > full]
+    md = [f"Table: `{a.table}` ({table['command']})  ", f"Uniform runs: {', '.join(f'`{x}`' for x in a.uniform.split(','))}  ",
+          f"Settings: {table['settings']}", "",
+          "**Uniform at longer budgets** (each run's schedule decayed to zero at its end; zero-shot on the "
+          "test images, R@1 image-to-text / text-to-image):", "",
+          "| steps | " + " | ".join(f"seed {s}" for s in seeds) + " | median | seed spread |",
+          "|---|" + "---|" * (len(seeds) + 2)]
+    for n in sorted(uniform):
+        rs = [uniform[n].get(s) for s in seeds]
+        ends = [r["end_zeroshot"] for r in rs if r]
+        md.append(f"| {n} | " + " | ".join(
+            f"{r['end_zeroshot']:.3f} (R@1 {r['final_r1_i2t']:.3f} / {r['final_r1_t2i']:.3f})" if r else "-" for r in rs)
+            + f" | {analysis.median(ends):.3f} | {spread[n] * 100:.1f} pts |")
+    md += ["", f"**Updates saved against uniform at each budget** (the arm's fully decayed budgets "
+               f"{', '.join(map(str, table['budgets']))}; \"<\": its {full}-step run ends below uniform's, so it saves "
+               f"less than 1 - {full}/N, possibly nothing; \"≥\": its smallest budget already reaches):", "",
+           "| arm | " + " | ".join(f"vs uniform@{n} (per seed) | median" for n in longer) + " |",
+           "|---|" + "---|---|" * len(longer)]
+    for arm in arms:
+        row = [arm]
+        for n in longer:
+            own = sorted((c for c in cells if c["arm"] == arm and c["uniform_steps"] == n), key=lambda c: c["seed"])
+            row += [", ".join(pct(c["updates_saved"], c["mark"]) for c in own), pct(*medians[f"{arm}@{n}"])]
+        md.append("| " + " | ".join(row) + " |")
+    md.append("")
+    text = "\n".join(md)
+    os.makedirs(a.results, exist_ok=True)
+    atomic_write_text(os.path.join(a.results, a.name + ".md"), text)
+    atomic_write_text(os.path.join(a.results, a.name + ".json"), json.dumps(
+        {"table": a.table, "uniform_files": a.uniform.split(","), "settings": table["settings"],
+         "uniform": {str(n): {str(s): {k: r[k] for k in ("end_zeroshot", "final_r1_i2t", "final_r1_t2i")}
+                              for s, r in u.items()} for n, u in sorted(uniform.items())},
+         "uniform_spread": {str(n): v for n, v in spread.items()}, "savings": cells,
+         "medians": {k: {"updates_saved": v, "mark": m} for k, (v, m) in medians.items()}}, indent=1))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

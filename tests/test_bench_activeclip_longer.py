@@ -1,0 +1,84 @@
+"""bench/activeclip_longer.py: an arm's savings against uniform trained longer, from its budget ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = os.path.join(os.path.dirname(__file__), "..", "bench")
+SETTINGS = "noise swapped 0.4; b=128, {n} steps, lr 0.001 (cosine to 0, warm-up 100), eval every 200; budgets {b} steps"
+
+
+def _uniform(seed: int, end: float) -> dict:
+    return {"arm": "uniform", "seed": seed, "end_zeroshot": end, "final_r1_i2t": 0.2, "final_r1_t2i": 0.3}
+
+
+def _write(tmp_path: Path, settings_n: int = 3000) -> tuple[Path, list[Path]]:
+    table = {"command": "python bench/activeclip.py", "budgets": [1000, 2000],
+             "settings": SETTINGS.format(n=2000, b="1000, 2000"),
+             "rows": [_uniform(0, 0.50), _uniform(1, 0.52),
+                      # seed 0: ends 0.50 at 1000 and 0.70 at 2000 -> reaches 0.60 at 1500 (50% of 3000)
+                      {"arm": "activeclip", "seed": 0, "end_zeroshot": 0.70, "end_1000": 0.50, "end_2000": 0.70},
+                      # seed 1: already 0.62 at 1000 -> at most 1000 (>= 67% of 3000)
+                      {"arm": "activeclip", "seed": 1, "end_zeroshot": 0.70, "end_1000": 0.62, "end_2000": 0.70},
+                      # ends below uniform@3000 on both seeds -> less than 1 - 2000/3000
+                      {"arm": "hard_learner", "seed": 0, "end_zeroshot": 0.40, "end_2000": 0.40},
+                      {"arm": "hard_learner", "seed": 1, "end_zeroshot": 0.45, "end_2000": 0.45}]}
+    paths = [tmp_path / "table.json"]
+    paths[0].write_text(json.dumps(table))
+    for seed, end in ((0, 0.60), (1, 0.61)):
+        part = {"command": "x", "budgets": [3000], "settings": SETTINGS.format(n=settings_n, b=settings_n),
+                "rows": [_uniform(seed, end)]}
+        paths.append(tmp_path / f"u{seed}.json")
+        paths[-1].write_text(json.dumps(part))
+    return paths[0], paths[1:]
+
+
+def _run(tmp_path: Path, table: Path, uniform: list[Path]) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.path.join(BENCH, "..", "src"),
+                                                                   os.environ.get("PYTHONPATH", "")) if p))
+    return subprocess.run([sys.executable, os.path.join(BENCH, "activeclip_longer.py"), f"--table={table}",
+                           "--uniform=" + ",".join(map(str, uniform)), f"--results={tmp_path / 'res'}"],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_savings_against_a_longer_uniform(tmp_path: Path) -> None:
+    table, uniform = _write(tmp_path)
+    r = _run(tmp_path, table, uniform)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "res" / "activeclip-longer.json").read_text())
+    cells = {(c["arm"], c["seed"]): c for c in res["savings"]}
+    assert cells["activeclip", 0]["needed_steps"] == pytest.approx(1500)
+    assert cells["activeclip", 0]["updates_saved"] == pytest.approx(0.5) and cells["activeclip", 0]["mark"] == ""
+    assert cells["activeclip", 1]["updates_saved"] == pytest.approx(2 / 3) and cells["activeclip", 1]["mark"] == "≥"
+    assert cells["hard_learner", 0]["mark"] == "<" and cells["hard_learner", 0]["updates_saved"] == pytest.approx(1 / 3)
+    assert res["uniform_spread"]["3000"] == pytest.approx(0.01) and res["uniform_spread"]["2000"] == pytest.approx(0.02)
+    assert res["medians"]["activeclip@3000"]["mark"] == "≥"
+    md = (tmp_path / "res" / "activeclip-longer.md").read_text()
+    assert "| hard_learner | <33%, <33% | ≤33% |" in md
+
+
+def test_runs_with_other_settings_are_refused(tmp_path: Path) -> None:
+    table, uniform = _write(tmp_path)
+    bad = json.loads(uniform[0].read_text())
+    bad["settings"] = bad["settings"].replace("b=128", "b=256")
+    uniform[0].write_text(json.dumps(bad))
+    r = _run(tmp_path, table, uniform)
+    assert r.returncode != 0 and "settings differ" in r.stderr
+
+
+def test_bounded_median_marks() -> None:
+    sys.path.insert(0, BENCH)
+    try:
+        from activeclip_longer import bounded_median
+    finally:
+        sys.path.remove(BENCH)
+    assert bounded_median([(0.4, ""), (0.45, ""), (0.33, "<")]) == (0.4, "")
+    assert bounded_median([(0.2, ""), (0.25, ""), (0.33, "<")]) == (0.25, "≤")
+    assert bounded_median([(0.5, "≥"), (0.6, ""), (0.7, "")]) == (0.6, "≥")
+    assert bounded_median([(0.5, ""), (0.7, "")]) == (0.6, "")
