@@ -3,16 +3,20 @@
     # uniform alone at longer budgets (same settings but train.steps), one process per seed:
     python bench/activeclip.py --arms=uniform --budgets=1 --train.steps=3000 --seeds=0 --out=runs/u3000 \\
         --results=runs/u3000/r0 --name=activeclip-uniform3000            # and seeds 1, 2; and 5000 steps
-    python bench/activeclip_longer.py --table=bench/results/activeclip.json \\
-        --uniform=runs/u3000/r0/activeclip-uniform3000.json,...,runs/u5000/r2/activeclip-uniform5000.json
+    # optionally other arms at a longer budget too (the uniform run above is kept):
+    python bench/activeclip.py --arms=activeclip --budgets=1 --train.steps=5000 --seeds=0 --out=runs/u5000 --reuse \
+        --results=runs/u5000/ac0 --name=activeclip-5000
+    python bench/activeclip_longer.py --table=bench/results/activeclip.json \
+        --longer=runs/u3000/r0/activeclip-uniform3000.json,...,runs/u5000/ac2/activeclip-5000.json
 
 Reads the arm table of `bench/activeclip.py` (each arm's zero-shot at the end of each fully decayed
-budget, per seed) and uniform-only results at longer budgets, run with the same settings but
-train.steps, and writes bench/results/activeclip-longer.{json,md}:
+budget, per seed) and results at longer budgets, run with the same settings but train.steps
+(uniform's, and optionally other arms', whose end there joins their budget ends), and writes
+bench/results/activeclip-longer.{json,md}:
 - uniform's end zero-shot and R@1 per budget and seed, and its seed spread at each budget;
 - each arm's updates saved against uniform at each longer budget: the budget the arm needs to end
   at uniform's end accuracy (`analysis.budget_reach` over the arm's budget ends) over uniform's
-  budget. Where the arm's full budget ends below that target the need lies beyond the arm's runs,
+  budget. Where the arm's largest budget ends below that target the need lies beyond its runs,
   so the saving is reported as an upper bound ("<"); where its smallest budget already ends above
   it, as a lower bound ("≥").
 Trains nothing.
@@ -58,25 +62,27 @@ def bounded_median(cells: list[tuple[float, str]]) -> tuple[float, str]:
     return mid, "~" if up and low else "≤" if up else "≥" if low else ""
 
 
-def savings(table: dict, uniform: dict[int, dict[int, dict]]) -> list[dict]:
-    """Per arm, longer budget and seed: the updates the arm saves against uniform trained that long."""
-    full = table["budgets"][-1]
+def savings(table: dict, uniform: dict[int, dict[int, dict]], longer: dict[tuple[str, int], dict[int, float]]) -> list[dict]:
+    """Per arm, longer budget and seed: the updates the arm saves against uniform trained that long
+    (`longer`: (arm, seed) -> {budget: end zero-shot} of the arm's runs beyond the table's budgets)."""
     out = []
     for r in table["rows"]:
         if r["arm"] == "uniform":
             continue
         ends = [(float(b), r[f"end_{b}"]) for b in table["budgets"] if r.get(f"end_{b}") is not None]
+        ends += [(float(b), e) for b, e in longer.get((r["arm"], r["seed"]), {}).items()]
+        top = max(b for b, _ in ends)
         for n, by_seed in sorted(uniform.items()):
             if r["seed"] not in by_seed:
                 continue
             target = by_seed[r["seed"]]["end_zeroshot"]
             need, censored = analysis.budget_reach(target, ends)
             if need is None:
-                cell = {"updates_saved": 1 - full / n, "mark": "<"}
+                cell = {"updates_saved": max(0.0, 1 - top / n), "mark": "<"}
             else:
                 cell = {"updates_saved": 1 - need / n, "mark": "≥" if censored else ""}
             out.append({"arm": r["arm"], "seed": r["seed"], "uniform_steps": n, "target": target,
-                        "arm_end": r["end_zeroshot"], "needed_steps": need, **cell})
+                        "arm_budgets": [int(b) for b, _ in sorted(ends)], "needed_steps": need, **cell})
     return out
 
 
@@ -87,14 +93,16 @@ def pct(x: float, mark: str = "") -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", default="bench/results/activeclip.json", help="the arm table of bench/activeclip.py")
-    p.add_argument("--uniform", required=True, help="comma list of uniform-only results JSONs at longer budgets")
+    p.add_argument("--longer", required=True, help="comma list of results JSONs at longer budgets (uniform's; "
+                                                   "other arms' rows in them join those arms' budgets)")
     p.add_argument("--results", default="bench/results")
     p.add_argument("--name", default="activeclip-longer")
     a = p.parse_args()
     table = load(a.table)
     full = table["budgets"][-1]
     uniform: dict[int, dict[int, dict]] = {full: {r["seed"]: r for r in table["rows"] if r["arm"] == "uniform"}}
-    for path in a.uniform.split(","):
+    longer: dict[tuple[str, int], dict[int, float]] = {}
+    for path in a.longer.split(","):
         part = load(path)
         if same_settings(part["settings"]) != same_settings(table["settings"]):
             raise SystemExit(f"{path}: settings differ from {a.table} in more than the steps:\n  {part['settings']}\n"
@@ -102,12 +110,15 @@ def main() -> int:
         n = part["budgets"][-1]
         if n <= full:
             raise SystemExit(f"{path}: uniform at {n} steps is not longer than the table's {full}")
-        for r in (r for r in part["rows"] if r["arm"] == "uniform"):
-            if r["seed"] in uniform.setdefault(n, {}):
-                raise SystemExit(f"{path}: seed {r['seed']} at {n} steps given twice")
-            uniform[n][r["seed"]] = r
+        for r in part["rows"]:
+            if r["arm"] != "uniform":
+                longer.setdefault((r["arm"], r["seed"]), {})[n] = r["end_zeroshot"]
+            elif r["seed"] in uniform.setdefault(n, {}) and uniform[n][r["seed"]] != r:
+                raise SystemExit(f"{path}: seed {r['seed']} at {n} steps given twice, with different results")
+            else:
+                uniform[n][r["seed"]] = r
     seeds = sorted(uniform[full])
-    cells = savings(table, {n: u for n, u in uniform.items() if n > full})
+    cells = savings(table, {n: u for n, u in uniform.items() if n > full}, longer)
     arms = list(dict.fromkeys(c["arm"] for c in cells))
     medians = {f"{arm}@{n}": bounded_median([(c["updates_saved"], c["mark"]) for c in cells
                                              if c["arm"] == arm and c["uniform_steps"] == n])
@@ -115,8 +126,8 @@ def main() -> int:
     spread = {n: max(r["end_zeroshot"] for r in u.values()) - min(r["end_zeroshot"] for r in u.values())
               for n, u in uniform.items()}
 
-    longer = [n for n in sorted(uniform) if n > full]
-    md = [f"Table: `{a.table}` ({table['command']})  ", f"Uniform runs: {', '.join(f'`{x}`' for x in a.uniform.split(','))}  ",
+    beyond = [n for n in sorted(uniform) if n > full]
+    md = [f"Table: `{a.table}` ({table['command']})  ", f"Longer runs: {', '.join(f'`{x}`' for x in a.longer.split(','))}  ",
           f"Settings: {table['settings']}", "",
           "**Uniform at longer budgets** (each run's schedule decayed to zero at its end; zero-shot on the "
           "test images, R@1 image-to-text / text-to-image):", "",
@@ -128,14 +139,22 @@ def main() -> int:
         md.append(f"| {n} | " + " | ".join(
             f"{r['end_zeroshot']:.3f} (R@1 {r['final_r1_i2t']:.3f} / {r['final_r1_t2i']:.3f})" if r else "-" for r in rs)
             + f" | {analysis.median(ends):.3f} | {spread[n] * 100:.1f} pts |")
-    md += ["", f"**Updates saved against uniform at each budget** (the arm's fully decayed budgets "
-               f"{', '.join(map(str, table['budgets']))}; \"<\": its {full}-step run ends below uniform's, so it saves "
-               f"less than 1 - {full}/N, possibly nothing; \"≥\": its smallest budget already reaches):", "",
-           "| arm | " + " | ".join(f"vs uniform@{n} (per seed) | median" for n in longer) + " |",
-           "|---|" + "---|---|" * len(longer)]
+    if longer:
+        md += ["", "**Arms at longer budgets** (zero-shot at the end; uniform's at the same budget in brackets):", "",
+               "| arm | steps | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|---|" + "---|" * len(seeds)]
+        for (arm, n) in sorted({(arm, n) for (arm, _), d in longer.items() for n in d}):
+            md.append(f"| {arm} | {n} | " + " | ".join(
+                f"{longer[arm, s][n]:.3f} ({uniform[n][s]['end_zeroshot']:.3f})"
+                if n in longer.get((arm, s), {}) and s in uniform.get(n, {}) else "-" for s in seeds) + " |")
+    md += ["", f"**Updates saved against uniform at each budget** (from the arm's fully decayed budgets "
+               f"{', '.join(map(str, table['budgets']))}, and any longer ones above; \"<\": its largest budget B ends "
+               f"below uniform's, so it saves less than 1 - B/N, possibly nothing; \"≥\": its smallest budget "
+               f"already reaches):", "",
+           "| arm | " + " | ".join(f"vs uniform@{n} (per seed) | median" for n in beyond) + " |",
+           "|---|" + "---|---|" * len(beyond)]
     for arm in arms:
         row = [arm]
-        for n in longer:
+        for n in beyond:
             own = sorted((c for c in cells if c["arm"] == arm and c["uniform_steps"] == n), key=lambda c: c["seed"])
             row += [", ".join(pct(c["updates_saved"], c["mark"]) for c in own), pct(*medians[f"{arm}@{n}"])]
         md.append("| " + " | ".join(row) + " |")
@@ -144,7 +163,8 @@ def main() -> int:
     os.makedirs(a.results, exist_ok=True)
     atomic_write_text(os.path.join(a.results, a.name + ".md"), text)
     atomic_write_text(os.path.join(a.results, a.name + ".json"), json.dumps(
-        {"table": a.table, "uniform_files": a.uniform.split(","), "settings": table["settings"],
+        {"table": a.table, "longer_files": a.longer.split(","), "settings": table["settings"],
+         "arms_longer": {f"{arm}@seed{s}": {str(n): e for n, e in d.items()} for (arm, s), d in longer.items()},
          "uniform": {str(n): {str(s): {k: r[k] for k in ("end_zeroshot", "final_r1_i2t", "final_r1_t2i")}
                               for s, r in u.items()} for n, u in sorted(uniform.items())},
          "uniform_spread": {str(n): v for n, v in spread.items()}, "savings": cells,

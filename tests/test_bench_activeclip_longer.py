@@ -43,7 +43,7 @@ def _run(tmp_path: Path, table: Path, uniform: list[Path]) -> subprocess.Complet
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (os.path.join(BENCH, "..", "src"),
                                                                    os.environ.get("PYTHONPATH", "")) if p))
     return subprocess.run([sys.executable, os.path.join(BENCH, "activeclip_longer.py"), f"--table={table}",
-                           "--uniform=" + ",".join(map(str, uniform)), f"--results={tmp_path / 'res'}"],
+                           "--longer=" + ",".join(map(str, uniform)), f"--results={tmp_path / 'res'}"],
                           env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -82,3 +82,18 @@ def test_bounded_median_marks() -> None:
     assert bounded_median([(0.2, ""), (0.25, ""), (0.33, "<")]) == (0.25, "≤")
     assert bounded_median([(0.5, "≥"), (0.6, ""), (0.7, "")]) == (0.6, "≥")
     assert bounded_median([(0.5, ""), (0.7, "")]) == (0.6, "")
+
+
+def test_an_arm_run_at_a_longer_budget_joins_its_budget_ends(tmp_path: Path) -> None:
+    table, uniform = _write(tmp_path)
+    part = json.loads(uniform[0].read_text())
+    # hard_learner seed 0 ends 0.40 at 2000 and 0.62 at 3000: it needs 2000 + 0.20 / 0.22 * 1000 steps for 0.60
+    part["rows"].append({"arm": "hard_learner", "seed": 0, "end_zeroshot": 0.62})
+    uniform[0].write_text(json.dumps(part))
+    r = _run(tmp_path, table, uniform)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "res" / "activeclip-longer.json").read_text())
+    cell = next(c for c in res["savings"] if c["arm"] == "hard_learner" and c["seed"] == 0)
+    assert cell["mark"] == "" and cell["needed_steps"] == pytest.approx(2000 + 0.2 / 0.22 * 1000)
+    assert cell["arm_budgets"] == [2000, 3000]
+    assert "| hard_learner | 3000 | 0.620 (0.600) | - |" in (tmp_path / "res" / "activeclip-longer.md").read_text()
