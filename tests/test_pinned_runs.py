@@ -1,7 +1,11 @@
 """Tiny runs of both tasks through the real command line, compared with values pinned in
 `tests/pinned_runs.json`: every logged value but wall-clock seconds (selected ids as a digest,
 losses, FLOPs, accuracies), step by step. They guard refactors of the loop against silent changes
-of behaviour. After a change that is meant to alter results, regenerate the pins with
+of behaviour. What the selection and the FLOP ledger count (ids, examples, FLOPs, corrupted
+fractions) must match exactly; what the model computes (losses, accuracies, logit scale) within
+`MODEL_RTOL`, because float32 kernels differ between CPUs: the same commit and torch build gave a
+12-step loss 1.3e-5 apart (relative) on two x86 machines, while a real change of behaviour (another
+selection, learning rate or loss) moves these values by far more than 1e-3. After a change that is meant to alter results, regenerate the pins with
 `OMP_NUM_THREADS=1 python tests/test_pinned_runs.py` and say why in the commit.
 """
 
@@ -29,6 +33,13 @@ RUNS = {
     "clip_random": [*CLIP, "--selection.score=random"],
 }
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+MODEL_RTOL = 1e-3
+COUNTED = ("flops_", "examples_seen", "candidates_drawn")  # and every "*_selected" fraction
+
+
+def counted(key: str) -> bool:
+    """A value the selection and the ledger determine, identical on any machine."""
+    return key.startswith(COUNTED) or key.endswith("_selected")
 
 
 def logged(out: str) -> list[dict]:
@@ -57,7 +68,8 @@ def test_run_matches_its_pinned_values(name: str, tmp_path) -> None:
         assert set(g) == set(w), (w["step"], set(g) ^ set(w))
         for k, v in w.items():
             if isinstance(v, float):
-                assert g[k] == pytest.approx(v, rel=1e-5, abs=1e-9), (w["step"], k)
+                rel = 1e-9 if counted(k) else MODEL_RTOL
+                assert g[k] == pytest.approx(v, rel=rel, abs=1e-9), (w["step"], k)
             else:
                 assert g[k] == v, (w["step"], k)
 
