@@ -11,7 +11,8 @@
 
 Reads the arm table of `bench/activeclip.py` (each arm's zero-shot at the end of each fully decayed
 budget, per seed) and results at longer budgets, run with the same settings but train.steps
-(uniform's, and optionally other arms', whose end there joins their budget ends), and writes
+(uniform's, and optionally other arms', whose end there joins their budget ends; a uniform run given
+again at the same budget and seed is reported beside the first, which stays the target), and writes
 bench/results/activeclip-longer.{json,md}:
 - uniform's end zero-shot and R@1 per budget and seed, and its seed spread at each budget;
 - each arm's updates saved against uniform at each longer budget: the budget the arm needs to end
@@ -102,6 +103,7 @@ def main() -> int:
     full = table["budgets"][-1]
     uniform: dict[int, dict[int, dict]] = {full: {r["seed"]: r for r in table["rows"] if r["arm"] == "uniform"}}
     longer: dict[tuple[str, int], dict[int, float]] = {}
+    again: list[dict] = []  # uniform trained again at a budget and seed another file already gave
     for path in a.longer.split(","):
         part = load(path)
         if same_settings(part["settings"]) != same_settings(table["settings"]):
@@ -113,10 +115,11 @@ def main() -> int:
         for r in part["rows"]:
             if r["arm"] != "uniform":
                 longer.setdefault((r["arm"], r["seed"]), {})[n] = r["end_zeroshot"]
-            elif r["seed"] in uniform.setdefault(n, {}) and uniform[n][r["seed"]] != r:
-                raise SystemExit(f"{path}: seed {r['seed']} at {n} steps given twice, with different results")
-            else:
+            elif r["seed"] not in uniform.setdefault(n, {}):
                 uniform[n][r["seed"]] = r
+            elif uniform[n][r["seed"]]["end_zeroshot"] != r["end_zeroshot"]:  # trained again: the first is the target
+                again.append({"steps": n, "seed": r["seed"], "file": path, "end_zeroshot": r["end_zeroshot"],
+                              "first_end_zeroshot": uniform[n][r["seed"]]["end_zeroshot"]})
     seeds = sorted(uniform[full])
     cells = savings(table, {n: u for n, u in uniform.items() if n > full}, longer)
     arms = list(dict.fromkeys(c["arm"] for c in cells))
@@ -146,6 +149,13 @@ def main() -> int:
             md.append(f"| {arm} | {n} | " + " | ".join(
                 f"{longer[arm, s][n]:.3f} ({uniform[n][s]['end_zeroshot']:.3f})"
                 if n in longer.get((arm, s), {}) and s in uniform.get(n, {}) else "-" for s in seeds) + " |")
+    if again:
+        md += ["", "**Uniform trained again** (a later file's uniform run at a budget and seed an earlier file already "
+                   "gave, e.g. an arm's bench run without the first run's folder; the first is the target; the "
+                   "difference is run-to-run variation, e.g. float32 kernels on another CPU):", "",
+               "| steps | seed | first | again | difference | file |", "|---|---|---|---|---|---|"]
+        md += [f"| {g['steps']} | {g['seed']} | {g['first_end_zeroshot']:.3f} | {g['end_zeroshot']:.3f} | "
+               f"{(g['end_zeroshot'] - g['first_end_zeroshot']) * 100:+.1f} pts | `{g['file']}` |" for g in again]
     md += ["", f"**Updates saved against uniform at each budget** (from the arm's fully decayed budgets "
                f"{', '.join(map(str, table['budgets']))}, and any longer ones above; \"<\": its largest budget B ends "
                f"below uniform's, so it saves less than 1 - B/N, possibly nothing; \"≥\": its smallest budget "
@@ -167,7 +177,7 @@ def main() -> int:
          "arms_longer": {f"{arm}@seed{s}": {str(n): e for n, e in d.items()} for (arm, s), d in longer.items()},
          "uniform": {str(n): {str(s): {k: r[k] for k in ("end_zeroshot", "final_r1_i2t", "final_r1_t2i")}
                               for s, r in u.items()} for n, u in sorted(uniform.items())},
-         "uniform_spread": {str(n): v for n, v in spread.items()}, "savings": cells,
+         "uniform_spread": {str(n): v for n, v in spread.items()}, "uniform_again": again, "savings": cells,
          "medians": {k: {"updates_saved": v, "mark": m} for k, (v, m) in medians.items()}}, indent=1))
     print(text)
     return 0

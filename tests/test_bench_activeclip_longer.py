@@ -97,3 +97,24 @@ def test_an_arm_run_at_a_longer_budget_joins_its_budget_ends(tmp_path: Path) -> 
     assert cell["mark"] == "" and cell["needed_steps"] == pytest.approx(2000 + 0.2 / 0.22 * 1000)
     assert cell["arm_budgets"] == [2000, 3000]
     assert "| hard_learner | 3000 | 0.620 (0.600) | - |" in (tmp_path / "res" / "activeclip-longer.md").read_text()
+
+
+def test_uniform_trained_again_is_reported_and_the_first_stays_the_target(tmp_path: Path) -> None:
+    table, uniform = _write(tmp_path)
+    part = json.loads(uniform[0].read_text())
+    # an arm's own bench run retrained uniform@3000 seed 0 and ended 1 point higher
+    part["rows"] = [_uniform(0, 0.61), {"arm": "hard_learner", "seed": 0, "end_zeroshot": 0.62}]
+    again = tmp_path / "again.json"
+    again.write_text(json.dumps(part))
+    r = _run(tmp_path, table, uniform + [again])
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "res" / "activeclip-longer.json").read_text())
+    assert res["uniform"]["3000"]["0"]["end_zeroshot"] == 0.60
+    assert res["uniform_again"] == [{"steps": 3000, "seed": 0, "file": str(again), "end_zeroshot": 0.61,
+                                     "first_end_zeroshot": 0.60}]
+    cell = next(c for c in res["savings"] if c["arm"] == "hard_learner" and c["seed"] == 0)
+    assert cell["target"] == 0.60
+    assert "| 3000 | 0 | 0.600 | 0.610 | +1.0 pts |" in (tmp_path / "res" / "activeclip-longer.md").read_text()
+    # the same run given twice (e.g. kept by --reuse) is not a repeat
+    r = _run(tmp_path, table, uniform + [uniform[0]])
+    assert r.returncode == 0 and json.loads((tmp_path / "res" / "activeclip-longer.json").read_text())["uniform_again"] == []
