@@ -20,6 +20,7 @@ rate decayed to zero at its last step. Arms (`ARMS`):
 - oracle: uniform on the pool's clean pairs only: a perfect, free filter (the bound on what any
   filter can save);
 - activeclip, easy_reference, hard_learner (f = 0.5) and jest (joint, f = 0.8);
+- jest_f05: jest at activeclip's f = 0.5, which separates joint selection from harsher filtering;
 - activeclip_early / activeclip_late: activeclip selecting only in the first / second half
   (`selection.end` / `selection.start`).
 Any `--section.field=value` override applies to every arm (e.g. `--pairs.renderings=1
@@ -65,6 +66,7 @@ ARMS = {
     "oracle": ("uniform", 0.0, None),
     "activeclip": ("activeclip", 0.5, None),
     "jest": ("jest", 0.8, None),
+    "jest_f05": ("jest", 0.5, None),
     "random_subset": ("random", 0.5, None),
     "easy_reference": ("easy_reference", 0.5, None),
     "hard_learner": ("hard_learner", 0.5, None),
