@@ -19,8 +19,8 @@ rate decayed to zero at its last step. Arms (`ARMS`):
 
 - uniform: b pairs drawn uniformly (the baseline whose end-of-run zero-shot accuracy is the target);
 - random_subset: B drawn, b kept uniformly at random (the control for drawing more per update);
-- oracle: uniform on the pool's clean pairs only: a perfect, free filter (the bound on what any
-  filter can save);
+- oracle: uniform on the pool's clean pairs only: a perfect, free noise filter (not a bound on
+  selection here: ActiveCLIP saves more, README point 6b);
 - activeclip, easy_reference, hard_learner (f = 0.5) and jest (joint, f = 0.8);
 - jest_f05: jest at activeclip's f = 0.5, which separates joint selection from harsher filtering;
 - activeclip_early / activeclip_late: activeclip selecting only in the first / second half
