@@ -21,6 +21,9 @@ rate decayed to zero at its last step. Arms (`ARMS`):
 - random_subset: B drawn, b kept uniformly at random (the control for drawing more per update);
 - oracle: uniform on the pool's clean pairs only: a perfect, free noise filter (not a bound on
   selection here: ActiveCLIP saves more, README point 6b);
+- oracle_filter: the perfect filter in the loop at activeclip's f = 0.5: B drawn from the noisy
+  pool, its clean pairs kept first (score `oracle`, the ground truth), corrupted ones only to fill
+  b; the bound on what filtering noise at f = 0.5 can save, with activeclip's candidates per update;
 - activeclip, easy_reference, hard_learner (f = 0.5) and jest (joint, f = 0.8);
 - jest_f05: jest at activeclip's f = 0.5, which separates joint selection from harsher filtering;
 - activeclip_early / activeclip_late: activeclip selecting only in the first / second half
@@ -66,6 +69,7 @@ NOISE = {"swapped": 0.4, "uninformative": 0.2, "wrong_attribute": 0.1, "duplicat
 ARMS = {
     "uniform": ("uniform", 0.0, None),
     "oracle": ("uniform", 0.0, None),
+    "oracle_filter": ("oracle", 0.5, None),
     "activeclip": ("activeclip", 0.5, None),
     "jest": ("jest", 0.8, None),
     "jest_f05": ("jest", 0.5, None),

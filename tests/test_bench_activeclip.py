@@ -29,7 +29,7 @@ def test_every_arm_runs_and_the_table_holds_each(tmp_path: Path) -> None:
     from_script = subprocess.run([sys.executable, "-c", "import activeclip; print(','.join(activeclip.ARMS))"],
                                  cwd=BENCH, env=dict(os.environ, PYTHONPATH=os.path.join(BENCH, "..", "src")),
                                  capture_output=True, text=True).stdout.strip().split(",")
-    assert [row["arm"] for row in res["rows"]] == from_script and len(from_script) == 10
+    assert [row["arm"] for row in res["rows"]] == from_script and len(from_script) == 11
     runs = tmp_path / "runs" / "seed0"
     metrics = {a: [json.loads(x) for x in (runs / a / "metrics.jsonl").read_text().splitlines()] for a in from_script}
     # the oracle trains on clean pairs only; uniform sees the pool's corruption
@@ -43,6 +43,10 @@ def test_every_arm_runs_and_the_table_holds_each(tmp_path: Path) -> None:
     # the random subset draws B = 2b candidates a step, like activeclip, and scores nothing
     assert metrics["random_subset"][-1]["candidates_drawn"] == metrics["activeclip"][-1]["candidates_drawn"] == 2 * 16 * 8
     assert metrics["random_subset"][-1]["flops_scoring"] == 0
+    # the in-loop oracle filter draws 2b too, runs no model to score, and keeps clean pairs first
+    assert metrics["oracle_filter"][-1]["candidates_drawn"] == 2 * 16 * 8 and metrics["oracle_filter"][-1]["flops_scoring"] == 0
+    mean = {a: sum(m["corrupted_selected"] for m in metrics[a]) / len(metrics[a]) for a in ("oracle_filter", "random_subset")}
+    assert mean["oracle_filter"] < mean["random_subset"] - 0.1, mean
     # jest draws B = 5b (f = 0.8); jest_f05 draws activeclip's B = 2b
     assert metrics["jest"][-1]["candidates_drawn"] == 5 * 16 * 8
     assert metrics["jest_f05"][-1]["candidates_drawn"] == 2 * 16 * 8 and metrics["jest_f05"][-1]["flops_scoring"] > 0

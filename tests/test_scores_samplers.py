@@ -21,7 +21,8 @@ B = 7
 ONLINE = torch.tensor([2.0, 0.5, 1.0, 3.0, 0.1, 1.5, 0.7])
 REFERENCE = torch.tensor([0.2, 1.5, 1.0, 0.4, 2.0, 0.3, 0.9])
 LEARNER = torch.tensor([1.0, 1.0, 4.0, 0.2, 0.6, 2.5, 0.1])
-HAND = {"online": ONLINE, "reference": REFERENCE, "learner": LEARNER}
+CORRUPTED = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0])  # ground truth, not a loss (the oracle's)
+HAND = {"online": ONLINE, "reference": REFERENCE, "learner": LEARNER, "corrupted": CORRUPTED}
 EXPECTED = {
     "learnability": ONLINE - REFERENCE,
     "hard_learner": ONLINE,
@@ -29,6 +30,7 @@ EXPECTED = {
     "rho": LEARNER - REFERENCE,
     "uniform": torch.zeros(B),
     "random": torch.zeros(B),  # the random-subset control: selection by softmax of equal scores
+    "oracle": -1e4 * CORRUPTED,
 }
 
 

@@ -297,3 +297,36 @@ def test_uniform_selector_needs_no_models() -> None:
     assert len(set(s.index.tolist())) == SMALL_B
     assert torch.equal(s.scores, torch.zeros(BIG_B))
     assert sel.ledger.total_flops() == 0.0
+
+
+@pytest.mark.parametrize("n_clean", [2, SMALL_B, 9])
+def test_oracle_keeps_every_clean_candidate_first(n_clean: int) -> None:
+    from learnability.tasks import CorruptionFlags
+    x, y, ids = _batch()
+    clean = torch.randperm(BIG_B, generator=torch.Generator().manual_seed(n_clean))[:n_clean]
+    codes = torch.ones(BIG_B, dtype=torch.int8)
+    codes[clean] = 0
+    flags = CorruptionFlags.of(ids.flip(0), codes.flip(0))  # any order of the pool
+    for sampler, temperature in (("softmax", 1.0), ("softmax", 100.0), ("topk", 1.0)):
+        sel = Selector(score="oracle", batch_size=SMALL_B, corrupted_fn=flags, sampler=sampler,
+                       temperature=temperature, seed=n_clean)
+        picked = set(sel.select_index((x, y), ids).index.tolist())
+        want = set(clean.tolist())
+        assert (want <= picked) if n_clean <= SMALL_B else (picked <= want), (sampler, temperature)
+        assert sel.ledger.total_flops() == 0.0
+    # among clean ones (more than b), which are kept is random, not by position
+    kept = [set(Selector(score="oracle", batch_size=SMALL_B, corrupted_fn=flags, seed=s).select_index((x, y), ids)
+                .index.tolist()) for s in range(8)]
+    assert n_clean <= SMALL_B or len({frozenset(k) for k in kept}) > 1
+
+
+def test_oracle_needs_the_ground_truth() -> None:
+    with pytest.raises(ValueError, match="ground-truth corruption flags"):
+        Selector(score="oracle", batch_size=SMALL_B)
+    from learnability.tasks import CorruptionFlags
+    x, y, ids = _batch()
+    sel = Selector(score="oracle", batch_size=SMALL_B, corrupted_fn=CorruptionFlags.of(ids[:6], torch.zeros(6)))
+    with pytest.raises(ValueError, match="not in the pool"):
+        sel.select_index((x, y), ids)
+    with pytest.raises(ValueError, match="pass the super-batch's ids"):
+        sel.select_index((x, y))

@@ -1,7 +1,9 @@
 """Score functions: pure maps from per-example losses to per-example scores `[B]`.
 
 A score names the losses it needs (`online`: the online proxy's, `reference`: the frozen
-reference's, `learner`: the learner's own), so callers compute only those. Higher scores are
+reference's, `learner`: the learner's own; `corrupted`, not a loss: the data's ground-truth flag,
+1 where the built-in synthetic noise corrupted the example, for the benchmark's oracle), so callers
+compute only those. Higher scores are
 selected first. Add one with a function and `@register_score(...)`.
 """
 
@@ -14,7 +16,8 @@ import torch
 
 from learnability.errors import NonFiniteLossError  # noqa: F401  (re-exported)
 
-LOSS_KINDS = ("online", "reference", "learner")
+LOSS_KINDS = ("online", "reference", "learner", "corrupted")
+ORACLE_MARGIN = 1e4  # the oracle's gap between clean and corrupted scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +118,15 @@ def random(*, n: int) -> torch.Tensor:
     uniformly at random (unlike `uniform`, which draws only b). It separates what selection gains
     from what drawing more candidates per update does."""
     return torch.zeros(n)
+
+
+@register_score("corrupted")
+def oracle(*, n: int, corrupted: torch.Tensor) -> torch.Tensor:
+    """The perfect noise filter, a benchmark bound and not a method: every clean candidate ahead of
+    every corrupted one (a gap of `ORACLE_MARGIN`: softmax sampling at temperature <= 1, or up to
+    100, draws a corrupted one only when the clean ones run out), uniformly at random within each.
+    It reads the data's ground truth, which only built-in synthetic noise has."""
+    return -ORACLE_MARGIN * corrupted
 
 
 @register_score("learner", "reference")

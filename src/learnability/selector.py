@@ -70,6 +70,9 @@ class Selector:
             charged to scoring. Without it, such losses run the reference on every super-batch.
         grad_sync: called with the proxy between its backward pass and its optimizer step (a
             data-parallel run averages the replicas' gradients there: `replicas.Group.sync`).
+        corrupted_fn: ids `[B]` -> the data's ground-truth flags `[B]` (1.0: corrupted), for scores
+            needing `corrupted` (the benchmark's `oracle`); tasks give it for built-in noise
+            (`tasks.CorruptionFlags`).
     """
 
     def __init__(self, *, score: str, batch_size: int, proxy: nn.Module | None = None,
@@ -80,7 +83,8 @@ class Selector:
                  train_loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None,
                  pair_loss_fn: Callable[[nn.Module, Batch], torch.Tensor] | None = None, n_chunks: int = 1,
                  reference_rows_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 grad_sync: Callable[[nn.Module], None] | None = None):
+                 grad_sync: Callable[[nn.Module], None] | None = None,
+                 corrupted_fn: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.score = get_score(score)
         for arg, value in (("batch_size", batch_size), ("n_chunks", n_chunks)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -106,6 +110,10 @@ class Selector:
             raise ValueError(f"score {score!r} needs a reference model or cached reference losses")
         if "learner" in needs and learner is None:
             raise ValueError(f"score {score!r} needs the learner")
+        if "corrupted" in needs and corrupted_fn is None:
+            raise ValueError(f"score {score!r} needs the data's ground-truth corruption flags (corrupted_fn), "
+                             f"which only built-in synthetic noise has")
+        self.corrupted_fn = corrupted_fn
         self.b, self.temperature, self.loss_fn, self.autocast = batch_size, temperature, loss_fn, autocast
         self.proxy, self.proxy_optimizer = proxy, proxy_optimizer
         self.reference, self.reference_losses, self.learner = reference, reference_losses, learner
@@ -176,6 +184,10 @@ class Selector:
                     raise ValueError("reference losses come from the per-id cache: pass the super-batch's ids")
                 cached = self.reference_losses.lookup(ids)
                 losses[kind] = self._from_rows(cached) if self.reference_rows_fn is not None else cached
+            elif kind == "corrupted":  # ground truth, free: no model runs
+                if ids is None:
+                    raise ValueError("the corruption flags are looked up by id: pass the super-batch's ids")
+                losses[kind] = self.corrupted_fn(ids.cpu()).float()
             else:
                 losses[kind] = self._model_losses("proxy" if kind == "online" else kind, batch).cpu()
         sync(device)

@@ -26,6 +26,7 @@ from torch import nn
 from learnability.batch import Batch
 from learnability.flops import Ledger, ModelCost
 from learnability.reference import ReferenceLosses
+from learnability.scores import get_score
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,38 @@ class ScoringPart:
     columns: tuple                       # the pool as `draw` batches it, each [N, ...]: tensors, numpy arrays or lazy columns
     build_proxy: Callable[[], nn.Module]  # a fresh online proxy (the frozen reference shares its architecture)
     options: dict                        # the Selector's keyword arguments (`Task.selector_options`)
+
+
+@dataclasses.dataclass(frozen=True)
+class CorruptionFlags:
+    """The pool's ground truth by id, for the oracle score (`Selector(corrupted_fn=...)`): called
+    with ids `[n]`, returns `[n]` float32 flags, 1.0 where the built-in noise corrupted the example.
+    Picklable, so scoring actors get it with the other options."""
+
+    ids: torch.Tensor    # [N] int64, sorted
+    flags: torch.Tensor  # [N] float32, in the order of `ids`
+
+    @classmethod
+    def of(cls, ids: object, corruption: object) -> "CorruptionFlags":
+        """From a pool's `ids` and `corruption` codes (0 = clean), tensors or lazy columns."""
+        n = len(ids)
+        ids, codes = torch.as_tensor(ids[torch.arange(n)]), torch.as_tensor(corruption[torch.arange(n)])
+        order = torch.argsort(ids)
+        return cls(ids[order], (codes[order] != 0).float())
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        at = torch.searchsorted(self.ids, ids).clamp_(max=len(self.ids) - 1)
+        unknown = self.ids[at] != ids
+        if unknown.any():
+            raise ValueError(f"{int(unknown.sum())} id(s) are not in the pool, e.g. {ids[unknown][:5].tolist()}; "
+                             f"the corruption flags cover the pool's ids only")
+        return self.flags[at]
+
+
+def oracle_options(cfg: object, ids: object, corruption: object) -> dict:
+    """`corrupted_fn` for the Selector when the run's score reads the ground truth (the oracle), else nothing."""
+    needs = get_score(cfg.selection.score).needs
+    return {"corrupted_fn": CorruptionFlags.of(ids, corruption)} if "corrupted" in needs else {}
 
 
 class Task(Protocol):

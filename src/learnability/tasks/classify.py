@@ -23,7 +23,7 @@ from learnability.flops import Ledger, ModelCost, measure_cost, step_flops
 from learnability.losses import cross_entropy
 from learnability.models import build_model
 from learnability.reference import ReferenceLosses, prepare_reference
-from learnability.tasks import ScoringPart, register_task
+from learnability.tasks import ScoringPart, oracle_options, register_task
 
 
 @torch.no_grad()
@@ -84,7 +84,8 @@ class ClassifyTask:
         return ref.losses
 
     def selector_options(self, cached: bool) -> dict:
-        return {}  # the Selector's defaults: per-example cross-entropy of (x, y)
+        # the Selector's defaults: per-example cross-entropy of (x, y)
+        return oracle_options(self.cfg, self.splits.pool.ids, self.splits.pool.corruption)
 
     def scoring_part(self, cached: bool) -> ScoringPart:
         pool = self.splits.pool  # on the CPU (or lazy), whatever the learner's device

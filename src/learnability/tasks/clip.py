@@ -34,7 +34,7 @@ from learnability.pairs.pairset import PairSplits
 from learnability.pairs.tokenizer import WordTokenizer
 from learnability.reference import ReferenceLosses, fit, load_or_train_reference
 from learnability.selection import is_joint
-from learnability.tasks import ScoringPart, register_task
+from learnability.tasks import ScoringPart, oracle_options, register_task
 
 
 def train_loss_fn(kind: str):
@@ -150,7 +150,8 @@ class ClipTask:
     def selector_options(self, cached: bool) -> dict:
         rows_fn = joint_loss_matrix_from_rows if self.joint else clip_loss_per_example_from_rows
         return {"loss_fn": self.actor_fn, "train_loss_fn": self.train_fn, "pair_loss_fn": pair_loss_fn,
-                "n_chunks": self.cfg.pairs.n_chunks, "reference_rows_fn": rows_fn if self.by_rows and cached else None}
+                "n_chunks": self.cfg.pairs.n_chunks, "reference_rows_fn": rows_fn if self.by_rows and cached else None,
+                **oracle_options(self.cfg, self.pool.ids, self.pool.corruption)}
 
     def scoring_part(self, cached: bool) -> ScoringPart:
         return ScoringPart(self.pool.ids, (self.pool.images, self.tokens), self._builder("proxy"),
