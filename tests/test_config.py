@@ -158,6 +158,8 @@ def test_validate_accepts_the_defaults() -> None:
     ("--task=clip --pairs.swapped=0.5 --pairs.duplicates=0.5", "pairs.swapped/uninformative/wrong_attribute/duplicates"),
     ("--task=clip --pairs.duplicates=1", "pairs.duplicates"),
     ("--task=clip --pairs.vocab=bpe", "pairs.vocab"),
+    ("--task=clip --selection.score=oracle --selection.sampler=jest", "oracle reads"),
+    ("--task=clip --selection.score=oracle --pairs.source=jsonl --pairs.path=x.jsonl", "oracle reads"),
 ])
 def test_validate_rejects(arg: str, key: str) -> None:
     cfg = apply_overrides(RunConfig(), arg.split())
