@@ -161,18 +161,22 @@ def decayed_cell(rows: list[dict], m: dict) -> str:
 
 
 def markdown(med: list[dict], rows: list[dict], budgets: list[int], command: str, settings: str, where: str = "") -> str:
+    bounds = [b for b in ("oracle", "oracle_filter") if any(m["arm"] == b for m in med)]  # clean-only, in-loop
+    share_of = f"share of {' / '.join(bounds) or 'the oracle'}'s"
     lines = [f"Command: `{command}`  ", f"Settings: {settings}  ", f"Machine: {where or machine()}", "",
              "**Fully decayed budgets** (each arm trained at " + ", ".join(map(str, budgets)) + " steps, every run's "
              "schedule decayed to zero at its end; the target is uniform's zero-shot at the end of the full budget):", "",
              "| arm | filtering | seeds | zero-shot at the end of " + " / ".join(map(str, budgets)) + " steps | "
-             "updates saved (per seed) | updates saved | share of the oracle's | compute saved | compute saved "
+             "updates saved (per seed) | updates saved | " + share_of + " | compute saved | compute saved "
              "(amortised x10) | wall-clock saved |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    oracle = {k: next((m[k] for m in med if m["arm"] == "oracle"), None) for k in ("updates_saved", "decayed_updates_saved")}
+    oracle = {(b, k): next(m[k] for m in med if m["arm"] == b) for b in bounds
+              for k in ("updates_saved", "decayed_updates_saved")}
 
-    def of(m: dict, key: str) -> str:
-        return (f"{m[key] / oracle[key]:.0%}" if oracle[key] and m[key] is not None and m["arm"] not in ("uniform", "oracle")
-                else "")
+    def of(m: dict, key: str) -> str:  # the arm's saving as a share of each bound's
+        if m["arm"] in ("uniform", *bounds) or m[key] is None:
+            return ""
+        return " / ".join(f"{m[key] / oracle[b, key]:.0%}" if oracle[b, key] else "-" for b in bounds)
 
     def low(m: dict) -> str:  # a median over lower bounds is a lower bound
         return "≥" if m["decayed_updates_saved"] is not None and any(
@@ -187,7 +191,7 @@ def markdown(med: list[dict], rows: list[dict], budgets: list[int], command: str
     lines += ["", f"**Mid-schedule** (the full-budget runs only: an arm reaches uniform's final zero-shot, the mean of its "
                   "last three evaluations, at its first evaluation whose three-evaluation mean is at or above it; "
                   "its learning rate is not yet decayed there, which here leans high: see the decayed table):", "",
-              "| arm | reached at / uniform at (per seed) | updates saved | share of the oracle's | compute saved | "
+              "| arm | reached at / uniform at (per seed) | updates saved | " + share_of + " | compute saved | "
               "compute saved (amortised x10) | wall-clock saved | zero-shot | R@1 i2t | R@1 t2i | class / colour / size / "
               "position (in caption) | corrupted selected |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]

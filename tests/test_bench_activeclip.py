@@ -65,18 +65,19 @@ def test_every_arm_runs_and_the_table_holds_each(tmp_path: Path) -> None:
             assert (runs / smaller / "summary.json").is_file() == (ran_larger and end(larger) >= target), (arm, larger)
     md = (tmp_path / "res" / "activeclip.md").read_text()
     assert "| random_subset |" in md and "| oracle |" in md and "spread" in md and "Fully decayed budgets" in md
+    assert "share of oracle / oracle_filter's" in md
 
 
-def test_oracle_script_runs_uniform_and_the_oracle_only(tmp_path: Path) -> None:
+def test_oracle_script_runs_uniform_and_the_oracles_only(tmp_path: Path) -> None:
     r = _bench("activeclip_oracle.py", tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "res" / "activeclip-oracle.json").read_text())
-    assert [row["arm"] for row in res["rows"]] == ["uniform", "oracle"]
+    assert [row["arm"] for row in res["rows"]] == ["uniform", "oracle", "oracle_filter"]
     # --collect: the rows of the arms that finished, as after an interrupted bench
     r = _bench("activeclip.py", tmp_path, f"--collect={tmp_path / 'runs'}", "--name=collected")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads((tmp_path / "res" / "collected.json").read_text())["rows"]
-    assert [row["arm"] for row in rows] == ["uniform", "oracle"]
+    assert [row["arm"] for row in rows] == ["uniform", "oracle", "oracle_filter"]
 
 
 def test_diagnosis_smoke_checks_the_pools_and_trains_both_vocabularies(tmp_path: Path) -> None:
