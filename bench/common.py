@@ -15,8 +15,21 @@ from learnability.io import read_jsonl
 from learnability.report import pct, share  # noqa: F401 - the bench scripts format with the report's helpers
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
+
+
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, threads {torch.get_num_threads()}"
+    """The machine a result came from. The CPU and torch's kernel set (e.g. AVX512, AVX2) are part of
+    it: the same seed gives bit-identical runs only on the same kernels; other kernels round differently
+    and moved a run's end zero-shot by 0.8 points (bench/results/activeclip-kernels.md)."""
+    return (f"{platform.machine()}, {cpu_model() or 'unknown CPU'}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
+            f"(kernels {torch.backends.cpu.get_cpu_capability()}), threads {torch.get_num_threads()}")
 
 
 def arm_rows(out: str, arms: list[str], amortise: int, extra_keys: tuple[str, ...] = ()) -> list[dict]:
