@@ -94,8 +94,10 @@ SMOKE = ["--data.pool_size=400", "--data.reference_size=200", "--data.test_size=
          "--train.batch_size=16", "--train.eval_every=2", "--train.warmup=2", "--pairs.retrieval_size=50",
          "--reference.epochs=1"]
 EXTRA = ("r1_i2t", "r1_t2i", "attr_class", "attr_colour", "attr_size", "attr_position")
+# each noise kind's share of the selected batches (the pool's shares are NOISE's)
+BY_KIND = tuple(f"{k}_selected" for k in ("swapped", "uninformative", "wrong_attribute", "duplicate"))
 KEYS = ("updates_saved", "compute_saved", "compute_saved_amortised", "wallclock_saved", "final_zeroshot",
-        *(f"final_{k}" for k in EXTRA), "corrupted_selected", "proxy_flops_ratio", "selection_time_share")
+        *(f"final_{k}" for k in EXTRA), "corrupted_selected", *BY_KIND, "proxy_flops_ratio", "selection_time_share")
 
 
 def arm_run_config(cfg: C.RunConfig, name: str, out: str) -> C.RunConfig:
@@ -134,7 +136,7 @@ def run_name(arm: str, steps: int, full: int) -> str:
 def seed_rows(out: str, seed: int, arms: list[str], budgets: list[int], full: int, amortise: int) -> list[dict]:
     """One row per arm of a seed: mid-schedule savings of its full-budget run, and the fully decayed
     budgets' savings from those of its budget runs that finished."""
-    rows = arm_rows(out, arms, amortise, extra_keys=EXTRA)
+    rows = arm_rows(out, arms, amortise, extra_keys=EXTRA, selected_keys=BY_KIND)
     uniform = read_jsonl(os.path.join(out, "uniform", "metrics.jsonl"))
     for r in rows:
         runs = [read_jsonl(os.path.join(out, run, "metrics.jsonl")) for run in (run_name(r["arm"], b, full) for b in budgets)
@@ -194,15 +196,16 @@ def markdown(med: list[dict], rows: list[dict], budgets: list[int], command: str
                   "its learning rate is not yet decayed there, which here leans high: see the decayed table):", "",
               "| arm | reached at / uniform at (per seed) | updates saved | " + share_of + " | compute saved | "
               "compute saved (amortised x10) | wall-clock saved | zero-shot | R@1 i2t | R@1 t2i | class / colour / size / "
-              "position (in caption) | corrupted selected |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "position (in caption) | corrupted selected | swapped / junk / wrong attribute / duplicate selected |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in med:
         attrs = " / ".join(share(m[f"final_attr_{k}"]) if m.get(f"final_attr_{k}") is not None else "-"
                            for k in ("class", "colour", "size", "position"))
+        by_kind = " / ".join(share(m[k]) if m.get(k) is not None else "-" for k in BY_KIND)
         lines.append(f"| {m['arm']} | {reach_steps(rows, m)} | {pct(m['updates_saved'])} | {of(m, 'updates_saved')} | "
                      f"{pct(m['compute_saved'])} | {pct(m['compute_saved_amortised'])} | {pct(m['wallclock_saved'])} | "
                      f"{m['final_zeroshot']:.4f} | {share(m['final_r1_i2t'])} | {share(m['final_r1_t2i'])} | {attrs} | "
-                     f"{share(m['corrupted_selected'])} |")
+                     f"{share(m['corrupted_selected'])} | {by_kind} |")
     uni = [r for r in rows if r["arm"] == "uniform"]
     ratios = sorted({round(r["proxy_flops_ratio"], 1) for r in rows if r.get("proxy_flops_ratio")})
 

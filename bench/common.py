@@ -32,8 +32,11 @@ def machine() -> str:
             f"(kernels {torch.backends.cpu.get_cpu_capability()}), threads {torch.get_num_threads()}")
 
 
-def arm_rows(out: str, arms: list[str], amortise: int, extra_keys: tuple[str, ...] = ()) -> list[dict]:
-    """Savings of each arm of the compare in `out` against its `uniform` arm, plus logged values."""
+def arm_rows(out: str, arms: list[str], amortise: int, extra_keys: tuple[str, ...] = (),
+             selected_keys: tuple[str, ...] = ()) -> list[dict]:
+    """Savings of each arm of the compare in `out` against its `uniform` arm, plus logged values:
+    `extra_keys` at the last evaluations, `selected_keys` (e.g. a corruption kind's share of the
+    selected batches) as means over every step."""
     uniform = read_jsonl(os.path.join(out, "uniform", "metrics.jsonl"))
     rows = []
     for arm in arms:
@@ -53,6 +56,7 @@ def arm_rows(out: str, arms: list[str], amortise: int, extra_keys: tuple[str, ..
         for key in extra_keys:  # mean of the last three evaluations, like final_accuracy
             vals = [r[key] for r in evals[-analysis.WINDOW:] if key in r]
             row[f"final_{key}"] = sum(vals) / len(vals) if vals else None
+        row.update({key: analysis.corrupted_selected(metrics, key) for key in selected_keys})
         rows.append(row)
     return rows
 
@@ -67,7 +71,7 @@ def medians(rows: list[dict], group: tuple[str, ...], keys: tuple[str, ...], arm
         members = [r for r in rows if tuple(r[g] for g in group) == k]
         m = dict(zip(group, k))
         m["seeds"] = len(members)
-        m.update({key: analysis.median([r[key] for r in members]) for key in keys})
+        m.update({key: analysis.median([r.get(key) for r in members]) for key in keys})  # older rows may lack a key
         out.append(m)
     return out
 

@@ -47,6 +47,12 @@ def test_every_arm_runs_and_the_table_holds_each(tmp_path: Path) -> None:
     assert metrics["oracle_filter"][-1]["candidates_drawn"] == 2 * 16 * 8 and metrics["oracle_filter"][-1]["flops_scoring"] == 0
     mean = {a: sum(m["corrupted_selected"] for m in metrics[a]) / len(metrics[a]) for a in ("oracle_filter", "random_subset")}
     assert mean["oracle_filter"] < mean["random_subset"] - 0.1, mean
+    # the noise kinds' shares of each selected batch add up to its corrupted share
+    kinds = ("swapped", "uninformative", "wrong_attribute", "duplicate")
+    for m in metrics["activeclip"]:
+        assert sum(m[f"{k}_selected"] for k in kinds) == pytest.approx(m["corrupted_selected"])
+    row = next(r for r in res["rows"] if r["arm"] == "activeclip")
+    assert sum(row[f"{k}_selected"] for k in kinds) == pytest.approx(row["corrupted_selected"])
     # jest draws B = 5b (f = 0.8); jest_f05 draws activeclip's B = 2b
     assert metrics["jest"][-1]["candidates_drawn"] == 5 * 16 * 8
     assert metrics["jest_f05"][-1]["candidates_drawn"] == 2 * 16 * 8 and metrics["jest_f05"][-1]["flops_scoring"] > 0

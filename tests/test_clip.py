@@ -177,6 +177,10 @@ def test_compare_clip_end_to_end(tmp_path):
         assert len(evals) == 3 and all(0 <= e["zero_shot"] <= 1 and "r5_t2i" in e for e in evals), arm
     # the pool holds 30% swapped captions; uniform draws them at that rate
     assert analysis.corrupted_selected(rows["uniform"]) == pytest.approx(0.3, abs=0.1)
+    # by kind: only swapped captions here, so their share is the whole corrupted share, every step
+    for r in rows["uniform"]:
+        assert r["swapped_selected"] == r["corrupted_selected"]
+        assert r["uninformative_selected"] == r["wrong_attribute_selected"] == r["duplicate_selected"] == 0
     # at the same ratio both score the super-batch with the proxy's towers plus one B x B similarity
     # product per model (contrastive per-example losses, or JEST's pairwise matrix): equal FLOPs
     assert rows["jest"][0]["flops_scoring"] == pytest.approx(rows["activeclip"][0]["flops_scoring"])

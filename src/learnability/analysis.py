@@ -139,9 +139,10 @@ def budget_savings(uniform_rows: Sequence[dict], arm_runs: Sequence[Sequence[dic
     return out
 
 
-def corrupted_selected(rows: Sequence[dict]) -> float | None:
-    """Mean fraction of corrupted examples in the selected batches; None when the run did not log it."""
-    vals = [r["corrupted_selected"] for r in rows if r.get("corrupted_selected") is not None]
+def corrupted_selected(rows: Sequence[dict], key: str = "corrupted_selected") -> float | None:
+    """Mean fraction of corrupted examples in the selected batches (or of one kind: `key`, e.g.
+    `swapped_selected`); None when the run did not log it."""
+    vals = [r[key] for r in rows if r.get(key) is not None]
     return statistics.fmean(vals) if vals else None
 
 

@@ -27,7 +27,7 @@ from learnability.contrastive import (clip_loss, clip_loss_per_example, clip_los
                                       embedding_rows, joint_loss_matrix, joint_loss_matrix_from_rows, siglip_loss)
 from learnability.dual import build_dual
 from learnability.flops import Ledger, ModelCost, measure_loss_cost
-from learnability.pairs import CLEAN, class_prompts
+from learnability.pairs import CLEAN, KIND_NAMES, class_prompts
 from learnability.pairs.build import build_pairs
 from learnability.pairs.noise import synthetic_vocabulary
 from learnability.pairs.pairset import PairSplits
@@ -168,7 +168,9 @@ class ClipTask:
         return self.train_fn(model, batch)
 
     def selected(self, pos: torch.Tensor) -> dict[str, float]:
-        return {"corrupted_selected": float((self.pool.corruption[pos] != CLEAN).float().mean()),
+        code = self.pool.corruption[pos]
+        return {"corrupted_selected": float((code != CLEAN).float().mean()),
+                **{f"{KIND_NAMES[k]}_selected": float((code == k).float().mean()) for k in KIND_NAMES if k != CLEAN},
                 "skipped_bad_rows": self.skipped}
 
     def evaluate(self, model: nn.Module, final: bool) -> dict[str, float]:
