@@ -25,6 +25,8 @@ rate decayed to zero at its last step. Arms (`ARMS`):
 - oracle_filter: the perfect filter in the loop at activeclip's f = 0.5: B drawn from the noisy
   pool, its clean pairs kept first (score `oracle`, the ground truth), corrupted ones only to fill
   b; the bound on what filtering noise at f = 0.5 can save, with activeclip's candidates per update;
+- oracle_graded: the same, keeping the least damaged pairs first (tasks.clip.NOISE_GRADES: clean,
+  duplicate, wrong attribute, junk, swapped), the ground truth's version of grading noise;
 - activeclip, easy_reference, hard_learner (f = 0.5) and jest (joint, f = 0.8);
 - jest_f05: jest at activeclip's f = 0.5, which separates joint selection from harsher filtering;
 - activeclip_early / activeclip_late: activeclip selecting only in the first / second half
@@ -71,6 +73,7 @@ ARMS = {
     "uniform": ("uniform", 0.0, None),
     "oracle": ("uniform", 0.0, None),
     "oracle_filter": ("oracle", 0.5, None),
+    "oracle_graded": ("oracle_graded", 0.5, None),
     "activeclip": ("activeclip", 0.5, None),
     "jest": ("jest", 0.8, None),
     "jest_f05": ("jest", 0.5, None),

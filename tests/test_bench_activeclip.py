@@ -29,7 +29,7 @@ def test_every_arm_runs_and_the_table_holds_each(tmp_path: Path) -> None:
     from_script = subprocess.run([sys.executable, "-c", "import activeclip; print(','.join(activeclip.ARMS))"],
                                  cwd=BENCH, env=dict(os.environ, PYTHONPATH=os.path.join(BENCH, "..", "src")),
                                  capture_output=True, text=True).stdout.strip().split(",")
-    assert [row["arm"] for row in res["rows"]] == from_script and len(from_script) == 11
+    assert [row["arm"] for row in res["rows"]] == from_script and len(from_script) == 12
     runs = tmp_path / "runs" / "seed0"
     metrics = {a: [json.loads(x) for x in (runs / a / "metrics.jsonl").read_text().splitlines()] for a in from_script}
     # the oracle trains on clean pairs only; uniform sees the pool's corruption

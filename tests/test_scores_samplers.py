@@ -31,6 +31,7 @@ EXPECTED = {
     "uniform": torch.zeros(B),
     "random": torch.zeros(B),  # the random-subset control: selection by softmax of equal scores
     "oracle": -1e4 * CORRUPTED,
+    "oracle_graded": -1e4 * CORRUPTED,  # the same ranking; the task gives grades instead of flags
 }
 
 

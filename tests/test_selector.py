@@ -330,3 +330,16 @@ def test_oracle_needs_the_ground_truth() -> None:
         sel.select_index((x, y), ids)
     with pytest.raises(ValueError, match="pass the super-batch's ids"):
         sel.select_index((x, y))
+
+
+def test_graded_oracle_keeps_the_least_damaged_first() -> None:
+    from learnability.tasks import CorruptionFlags
+    x, y, ids = _batch()
+    codes = torch.tensor([3, 1, 2, 3, 1, 0, 2, 3, 1, 2, 3, 1], dtype=torch.int8)  # one clean, then grades
+    flags = CorruptionFlags.of(ids, codes, grades={1: 0.25, 2: 0.5, 3: 1.0})
+    assert flags(ids[:3]).tolist() == [1.0, 0.25, 0.5]
+    sel = Selector(score="oracle_graded", batch_size=SMALL_B, corrupted_fn=flags, seed=0)
+    picked = sel.select_index((x, y), ids).index
+    assert sorted(codes[picked].tolist()) == [0, 1, 1, 1, 1]  # the clean one, then the lightest kind
+    with pytest.raises(ValueError, match=r"no grade for corruption code\(s\) \[3\]"):
+        CorruptionFlags.of(ids, codes, grades={1: 0.25, 2: 0.5})

@@ -381,7 +381,7 @@ def validate(cfg: RunConfig) -> None:
              "must add up to below 1 (they corrupt disjoint examples)"),
             (s.sampler not in list_samplers("joint") or t.batch_size % p.n_chunks == 0, "pairs.n_chunks",
              f"must divide train.batch_size={t.batch_size} for joint selection (JEST draws equal chunks)"),
-            (s.score != "oracle" or (p.source == "synthetic" and s.sampler not in list_samplers("joint")), "selection.score",
+            (s.score not in ("oracle", "oracle_graded") or (p.source == "synthetic" and s.sampler not in list_samplers("joint")), "selection.score",
              "oracle reads the built-in pairs' ground-truth noise and ranks single pairs: use pairs.source=synthetic "
              "and a flat sampler (softmax or topk)"),
         ]

@@ -1,8 +1,9 @@
 """Score functions: pure maps from per-example losses to per-example scores `[B]`.
 
 A score names the losses it needs (`online`: the online proxy's, `reference`: the frozen
-reference's, `learner`: the learner's own; `corrupted`, not a loss: the data's ground-truth flag,
-1 where the built-in synthetic noise corrupted the example, for the benchmark's oracle), so callers
+reference's, `learner`: the learner's own; `corrupted`, not a loss: the data's ground truth,
+1 where the built-in synthetic noise corrupted the example, or its kind's grade in [0, 1], for the
+benchmark's oracles), so callers
 compute only those. Higher scores are
 selected first. Add one with a function and `@register_score(...)`.
 """
@@ -126,6 +127,14 @@ def oracle(*, n: int, corrupted: torch.Tensor) -> torch.Tensor:
     every corrupted one (a gap of `ORACLE_MARGIN`: softmax sampling at temperature <= 1, or up to
     100, draws a corrupted one only when the clean ones run out), uniformly at random within each.
     It reads the data's ground truth, which only built-in synthetic noise has."""
+    return -ORACLE_MARGIN * corrupted
+
+
+@register_score("corrupted")
+def oracle_graded(*, n: int, corrupted: torch.Tensor) -> torch.Tensor:
+    """`oracle` on graded ground truth: `corrupted` holds each noise kind's grade in [0, 1] (the
+    task's `NOISE_GRADES`: a duplicate, whose caption is true, before a wrong attribute, before junk,
+    before a false caption), so the filter keeps the least damaged pairs first, not all alike."""
     return -ORACLE_MARGIN * corrupted
 
 

@@ -50,12 +50,23 @@ class CorruptionFlags:
     flags: torch.Tensor  # [N] float32, in the order of `ids`
 
     @classmethod
-    def of(cls, ids: object, corruption: object) -> "CorruptionFlags":
-        """From a pool's `ids` and `corruption` codes (0 = clean), tensors or lazy columns."""
+    def of(cls, ids: object, corruption: object, grades: dict[int, float] | None = None) -> "CorruptionFlags":
+        """From a pool's `ids` and `corruption` codes (0 = clean), tensors or lazy columns; with
+        `grades` (code -> grade in [0, 1]), each example's grade instead of 1.0 for every corrupted one."""
         n = len(ids)
         ids, codes = torch.as_tensor(ids[torch.arange(n)]), torch.as_tensor(corruption[torch.arange(n)])
         order = torch.argsort(ids)
-        return cls(ids[order], (codes[order] != 0).float())
+        codes = codes[order].long()
+        if grades is None:
+            return cls(ids[order], (codes != 0).float())
+        missing = sorted(set(codes.unique().tolist()) - set(grades) - {0})
+        if missing:
+            raise ValueError(f"no grade for corruption code(s) {missing}; grades cover {sorted(grades)}")
+        table = torch.zeros(int(codes.max()) + 1 if n else 1)
+        for code, grade in grades.items():
+            if code < len(table):
+                table[code] = grade
+        return cls(ids[order], table[codes])
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         at = torch.searchsorted(self.ids, ids).clamp_(max=len(self.ids) - 1)
@@ -66,10 +77,13 @@ class CorruptionFlags:
         return self.flags[at]
 
 
-def oracle_options(cfg: object, ids: object, corruption: object) -> dict:
-    """`corrupted_fn` for the Selector when the run's score reads the ground truth (the oracle), else nothing."""
-    needs = get_score(cfg.selection.score).needs
-    return {"corrupted_fn": CorruptionFlags.of(ids, corruption)} if "corrupted" in needs else {}
+def oracle_options(cfg: object, ids: object, corruption: object, grades: dict[int, float]) -> dict:
+    """`corrupted_fn` for the Selector when the run's score reads the ground truth (the oracles),
+    else nothing: flags for `oracle`, the task's noise `grades` (code -> [0, 1]) for `oracle_graded`."""
+    score = cfg.selection.score
+    if "corrupted" not in get_score(score).needs:
+        return {}
+    return {"corrupted_fn": CorruptionFlags.of(ids, corruption, grades if score == "oracle_graded" else None)}
 
 
 class Task(Protocol):

@@ -49,6 +49,11 @@ def selected_by_kind(code: torch.Tensor) -> dict[str, float]:
             "junk_selected": float((code == JUNK).float().mean())}
 
 
+# How damaged each kind leaves an example, for the graded oracle: a duplicate's label is true
+# (redundant), junk carries no class, a flipped label is false.
+NOISE_GRADES = {DUPLICATE: 0.25, JUNK: 0.75, LABEL_NOISE: 1.0}
+
+
 @register_task("classify")
 class ClassifyTask:
     """See `tasks.Task`; `data` is `Splits` (built from `cfg.data` when None)."""
@@ -85,7 +90,7 @@ class ClassifyTask:
 
     def selector_options(self, cached: bool) -> dict:
         # the Selector's defaults: per-example cross-entropy of (x, y)
-        return oracle_options(self.cfg, self.splits.pool.ids, self.splits.pool.corruption)
+        return oracle_options(self.cfg, self.splits.pool.ids, self.splits.pool.corruption, NOISE_GRADES)
 
     def scoring_part(self, cached: bool) -> ScoringPart:
         pool = self.splits.pool  # on the CPU (or lazy), whatever the learner's device

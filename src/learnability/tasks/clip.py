@@ -27,7 +27,7 @@ from learnability.contrastive import (clip_loss, clip_loss_per_example, clip_los
                                       embedding_rows, joint_loss_matrix, joint_loss_matrix_from_rows, siglip_loss)
 from learnability.dual import build_dual
 from learnability.flops import Ledger, ModelCost, measure_loss_cost
-from learnability.pairs import CLEAN, KIND_NAMES, class_prompts
+from learnability.pairs import CLEAN, DUPLICATE, KIND_NAMES, SWAPPED, UNINFORMATIVE, WRONG_ATTRIBUTE, class_prompts
 from learnability.pairs.build import build_pairs
 from learnability.pairs.noise import synthetic_vocabulary
 from learnability.pairs.pairset import PairSplits
@@ -81,6 +81,11 @@ def train_pairs(model, images, tokens, *, epochs, batch_size, lr, seed, loss_fn,
     """Train `model` on pairs with `loss_fn` (AdamW); returns examples seen."""
     return fit(model, images.shape[0], lambda idx: loss_fn(model, (images[idx].to(device), tokens[idx].to(device))),
                epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, drop_last=True, progress=progress)
+
+
+# How damaged each noise kind leaves a pair, for the graded oracle: a duplicate's caption is true
+# (redundant), a wrong attribute leaves three of four true, junk says nothing, a swap says false things.
+NOISE_GRADES = {DUPLICATE: 0.25, WRONG_ATTRIBUTE: 0.5, UNINFORMATIVE: 0.75, SWAPPED: 1.0}
 
 
 @register_task("clip")
@@ -151,7 +156,7 @@ class ClipTask:
         rows_fn = joint_loss_matrix_from_rows if self.joint else clip_loss_per_example_from_rows
         return {"loss_fn": self.actor_fn, "train_loss_fn": self.train_fn, "pair_loss_fn": pair_loss_fn,
                 "n_chunks": self.cfg.pairs.n_chunks, "reference_rows_fn": rows_fn if self.by_rows and cached else None,
-                **oracle_options(self.cfg, self.pool.ids, self.pool.corruption)}
+                **oracle_options(self.cfg, self.pool.ids, self.pool.corruption, NOISE_GRADES)}
 
     def scoring_part(self, cached: bool) -> ScoringPart:
         return ScoringPart(self.pool.ids, (self.pool.images, self.tokens), self._builder("proxy"),
