@@ -42,9 +42,10 @@ class ScoringPart:
 
 @dataclasses.dataclass(frozen=True)
 class CorruptionFlags:
-    """The pool's ground truth by id, for the oracle score (`Selector(corrupted_fn=...)`): called
-    with ids `[n]`, returns `[n]` float32 flags, 1.0 where the built-in noise corrupted the example.
-    Picklable, so scoring actors get it with the other options."""
+    """The pool's ground truth by id, for the oracle scores (`Selector(corrupted_fn=...)`): called
+    with ids `[n]`, returns `[n]` float32 values, 0.0 for a clean example and, where the built-in
+    noise corrupted it, 1.0 (`oracle`) or its kind's grade (`oracle_graded`). Picklable, so scoring
+    actors get it with the other options."""
 
     ids: torch.Tensor    # [N] int64, sorted
     flags: torch.Tensor  # [N] float32, in the order of `ids`
