@@ -6,6 +6,7 @@
     python bench/activeclip.py --arms=uniform,oracle --name=activeclip-oracle   # the noise bound alone
     python bench/activeclip.py --smoke              # tiny settings, seconds: the path the tests run
     python bench/activeclip.py --arms=activeclip_early,activeclip_late --name=activeclip-windows   # early or late?
+    python bench/activeclip.py --arms=oracle --train.steps=5000 --budgets=1 --no-uniform   # ends only, for activeclip_longer.py
 
 The pool carries mixed web-like noise (`NOISE`: swapped, uninformative and wrong-attribute captions,
 and duplicated pairs; 80% of the pairs in all) and renders each of its 50k garments 4 times (own
@@ -301,6 +302,10 @@ def main() -> int:
                                                         "run the others again from step 1")
     p.add_argument("--collect", default="", help="comma list of --out folders of interrupted runs: the rows of the "
                                                  "arms that finished there (uniform must have), into --results")
+    p.add_argument("--no-uniform", action="store_true",
+                   help="train the arms alone at every budget (no uniform target, no savings): their end accuracies "
+                        "into --results/--name.json for bench/activeclip_longer.py --longer, beside a uniform run of "
+                        "the same settings and budget from another file")
     a, extra = p.parse_known_args()
     if a.merge:
         return merge(a.merge.split(","), a.results, a.name)
@@ -347,6 +352,19 @@ def main() -> int:
                 print(f"[{time.time() - t0:6.0f}s] seed={seed} {run} done", flush=True)
             return read_jsonl(os.path.join(out, run, "metrics.jsonl"))
 
+        if a.no_uniform:  # the arms' ends alone, for bench/activeclip_longer.py: no target, no savings
+            for name in arms[1:]:
+                ends = {b: analysis.end_accuracy(train(name, b)) for b in reversed(budgets)}
+                last = [r for r in read_jsonl(os.path.join(out, name, "metrics.jsonl")) if "r1_i2t" in r][-1:]
+                rows.append({"arm": name, "seed": seed, "filtering": ARMS[name][1], "end_zeroshot": ends[budgets[-1]],
+                             **{f"end_{b}": e for b, e in ends.items()},
+                             **{f"final_{k}": last[0][k] if last else None for k in ("r1_i2t", "r1_t2i")}})
+            meta = {"arms": arms[1:], "command": command, "machine": machine(), "settings": settings,
+                    "seconds": time.time() - t0, "budgets": budgets, "rows": rows}
+            os.makedirs(a.results, exist_ok=True)
+            atomic_write_text(os.path.join(a.results, f"{a.name}.json"), json.dumps(meta, indent=2) + "\n")
+            print(json.dumps(rows, indent=1), flush=True)
+            continue
         # Every arm's full budget first (the target and the mid-schedule table), then each arm's smaller
         # budgets, largest first, while the last one still ended at or above the target: the budget the
         # arm needs lies between the smallest that reached and the largest that did not, so smaller
@@ -361,7 +379,8 @@ def main() -> int:
         rows += seed_rows(out, seed, arms, budgets, budgets[-1], a.amortise)
         meta = {"arms": arms, "command": command, "machine": machine(), "settings": settings, "seconds": time.time() - t0}
         md = write(rows, arms, budgets, a.results, a.name, meta)
-    print(md)
+    if not a.no_uniform:
+        print(md)
     return 0
 
 

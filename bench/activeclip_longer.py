@@ -6,6 +6,9 @@
     # optionally other arms at a longer budget too (the uniform run above is kept):
     python bench/activeclip.py --arms=activeclip --budgets=1 --train.steps=5000 --seeds=0 --out=runs/u5000 --reuse \
         --results=runs/u5000/ac0 --name=activeclip-5000
+    # or an arm alone (no uniform run: its end accuracy only), against uniform's longer runs above:
+    python bench/activeclip.py --arms=oracle --budgets=1 --train.steps=5000 --no-uniform --seeds=0 \
+        --out=runs/o5000 --results=runs/o5000 --name=oracle5000-s0
     python bench/activeclip_longer.py --table=bench/results/activeclip.json \
         --longer=runs/u3000/r0/activeclip-uniform3000.json,...,runs/u5000/ac2/activeclip-5000.json
 

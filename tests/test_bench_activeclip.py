@@ -113,3 +113,30 @@ def test_oracle_script_passes_renderings_through(tmp_path: Path) -> None:
     runs = tmp_path / "runs" / "seed0"
     assert json.loads((runs / "uniform" / "summary.json").read_text())["pool_size"] == 800
     assert json.loads((runs / "oracle" / "summary.json").read_text())["pool_size"] == 160  # the clean 20% of the pairs (80% noise)
+
+
+def test_arms_alone_at_a_longer_budget_join_the_longer_table(tmp_path: Path) -> None:
+    """--no-uniform trains the arms without the target (no uniform folder) and writes their ends, which
+    bench/activeclip_longer.py joins to the arm's budget ends against uniform trained that long elsewhere."""
+    table = _bench("activeclip.py", tmp_path, "--arms=oracle", "--budgets=1", "--train.steps=4", "--name=table")
+    assert table.returncode == 0, table.stderr[-3000:]
+    u8 = _bench("activeclip.py", tmp_path, "--arms=uniform", "--budgets=1", "--train.steps=8", "--name=u8",
+                f"--out={tmp_path / 'u8'}")
+    assert u8.returncode == 0, u8.stderr[-3000:]
+    alone = _bench("activeclip.py", tmp_path, "--arms=oracle", "--budgets=1", "--train.steps=8", "--no-uniform",
+                   "--name=o8", f"--out={tmp_path / 'o8'}")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert os.listdir(tmp_path / "o8" / "seed0") == ["oracle"]  # no uniform run, and the oracle needs no reference
+    res = json.loads((tmp_path / "res" / "o8.json").read_text())
+    (row,) = res["rows"]
+    assert row["arm"] == "oracle" and res["budgets"] == [8] and row["end_8"] == row["end_zeroshot"]
+    assert 0 <= row["end_zeroshot"] <= 1 and row["final_r1_i2t"] is not None
+    env = dict(os.environ, PYTHONPATH=os.path.join(BENCH, "..", "src"))
+    r = subprocess.run([sys.executable, os.path.join(BENCH, "activeclip_longer.py"), f"--table={tmp_path / 'res' / 'table.json'}",
+                        f"--longer={tmp_path / 'res' / 'u8.json'},{tmp_path / 'res' / 'o8.json'}",
+                        f"--results={tmp_path / 'longer'}"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    longer = json.loads((tmp_path / "longer" / "activeclip-longer.json").read_text())
+    assert longer["arms_longer"]["oracle@seed0"] == {"8": row["end_zeroshot"]}
+    (cell,) = [c for c in longer["savings"] if c["arm"] == "oracle"]
+    assert cell["arm_budgets"] == [4, 8] and cell["uniform_steps"] == 8
