@@ -118,3 +118,21 @@ def test_uniform_trained_again_is_reported_and_the_first_stays_the_target(tmp_pa
     # the same run given twice (e.g. kept by --reuse) is not a repeat
     r = _run(tmp_path, table, uniform + [uniform[0]])
     assert r.returncode == 0 and json.loads((tmp_path / "res" / "activeclip-longer.json").read_text())["uniform_again"] == []
+
+
+def test_each_arm_saving_as_a_share_of_the_oracles(tmp_path: Path) -> None:
+    table, uniform = _write(tmp_path)
+    t = json.loads(table.read_text())
+    # the oracle: 0.50 at 1000, 0.65 at 2000 -> reaches 0.60 (seed 0) at 1667 steps, 0.61 (seed 1) at 1733
+    t["rows"] += [{"arm": "oracle", "seed": s, "end_zeroshot": 0.65, "end_1000": 0.50, "end_2000": 0.65} for s in (0, 1)]
+    table.write_text(json.dumps(t))
+    r = _run(tmp_path, table, uniform)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "res" / "activeclip-longer.json").read_text())
+    oracle = res["medians"]["oracle@3000"]["updates_saved"]
+    assert oracle == pytest.approx(1 - (1000 + 1000 * (0.10 + 0.11) / 2 / 0.15) / 3000)
+    # activeclip's median is a lower bound (seed 1 reached at its smallest budget): the share is marked
+    share = res["medians"]["activeclip@3000"]["updates_saved"] / oracle
+    assert res["oracle_share"]["activeclip@3000"] == f"~{share:.0%}"
+    assert f"| ~{share:.0%} |" in (tmp_path / "res" / "activeclip-longer.md").read_text()
+    assert "oracle@3000" not in res["oracle_share"]
