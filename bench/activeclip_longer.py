@@ -66,6 +66,28 @@ def bounded_median(cells: list[tuple[float, str]]) -> tuple[float, str]:
     return mid, "~" if up and low else "≤" if up else "≥" if low else ""
 
 
+def join_tables(paths: list[str]) -> dict:
+    """One arm table from several of the same settings (budgets aside) and the same uniform ends per
+    seed (one host, one target): their rows, an arm given twice for a seed kept from the first."""
+    tables = [load(p) for p in paths]
+    first = tables[0]
+    uniform = {r["seed"]: r["end_zeroshot"] for r in first["rows"] if r["arm"] == "uniform"}
+    rows, seen = list(first["rows"]), {(r["arm"], r["seed"]) for r in first["rows"]}
+    for path, t in zip(paths[1:], tables[1:]):
+        if same_settings(t["settings"]) != same_settings(first["settings"]) or t["budgets"][-1] != first["budgets"][-1]:
+            raise SystemExit(f"{path}: settings or full budget differ from {paths[0]}:\n  {t['settings']}\n"
+                             f"  {first['settings']}")
+        other = {r["seed"]: r["end_zeroshot"] for r in t["rows"] if r["arm"] == "uniform"}
+        if any(uniform.get(s) != e for s, e in other.items()):
+            raise SystemExit(f"{path}: its uniform ends {other} differ from {paths[0]}'s {uniform}: another target "
+                             "(e.g. another host's kernels); join only tables trained against the same uniform runs")
+        rows += [r for r in t["rows"] if (r["arm"], r["seed"]) not in seen]
+        seen |= {(r["arm"], r["seed"]) for r in t["rows"]}
+    budgets = sorted({b for t in tables for b in t["budgets"]})
+    return {**first, "rows": rows, "budgets": budgets,
+            "command": " + ".join(t["command"] for t in tables) if len(tables) > 1 else first["command"]}
+
+
 def savings(table: dict, uniform: dict[int, dict[int, dict]], longer: dict[tuple[str, int], dict[int, float]]) -> list[dict]:
     """Per arm, longer budget and seed: the updates the arm saves against uniform trained that long
     (`longer`: (arm, seed) -> {budget: end zero-shot} of the arm's runs beyond the table's budgets)."""
@@ -104,13 +126,15 @@ def pct(x: float, mark: str = "") -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--table", default="bench/results/activeclip.json", help="the arm table of bench/activeclip.py")
+    p.add_argument("--table", default="bench/results/activeclip.json",
+                   help="the arm table of bench/activeclip.py, or a comma list of tables of the same settings and "
+                        "uniform runs (e.g. with activeclip-oracle-graded.json: its arms join the first's)")
     p.add_argument("--longer", required=True, help="comma list of results JSONs at longer budgets (uniform's; "
                                                    "other arms' rows in them join those arms' budgets)")
     p.add_argument("--results", default="bench/results")
     p.add_argument("--name", default="activeclip-longer")
     a = p.parse_args()
-    table = load(a.table)
+    table = join_tables(a.table.split(","))
     full = table["budgets"][-1]
     uniform: dict[int, dict[int, dict]] = {full: {r["seed"]: r for r in table["rows"] if r["arm"] == "uniform"}}
     longer: dict[tuple[str, int], dict[int, float]] = {}

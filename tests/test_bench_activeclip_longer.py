@@ -136,3 +136,23 @@ def test_each_arm_saving_as_a_share_of_the_oracles(tmp_path: Path) -> None:
     assert res["oracle_share"]["activeclip@3000"] == f"~{share:.0%}"
     assert f"| ~{share:.0%} |" in (tmp_path / "res" / "activeclip-longer.md").read_text()
     assert "oracle@3000" not in res["oracle_share"]
+
+
+def test_tables_of_the_same_uniform_runs_join(tmp_path: Path) -> None:
+    table, uniform = _write(tmp_path)
+    t = json.loads(table.read_text())
+    other = {**t, "budgets": [1500, 2000], "rows": [_uniform(0, 0.50), _uniform(1, 0.52),
+                                                      {"arm": "oracle_graded", "seed": 0, "end_zeroshot": 0.7,
+                                                       "end_1500": 0.55, "end_2000": 0.7}]}
+    second = tmp_path / "graded.json"
+    second.write_text(json.dumps(other))
+    r = _run(tmp_path, Path(f"{table},{second}"), uniform)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "res" / "activeclip-longer.json").read_text())
+    (cell,) = [c for c in res["savings"] if c["arm"] == "oracle_graded"]
+    # 0.55 at 1500, 0.70 at 2000 -> 0.60 at 1500 + 500 / 3
+    assert cell["arm_budgets"] == [1500, 2000] and cell["needed_steps"] == pytest.approx(1500 + 500 / 3)
+    other["rows"][0] = _uniform(0, 0.51)  # another target: refused
+    second.write_text(json.dumps(other))
+    r = _run(tmp_path, Path(f"{table},{second}"), uniform)
+    assert r.returncode != 0 and "uniform ends" in r.stderr
