@@ -131,11 +131,21 @@ def test_each_arm_saving_as_a_share_of_the_oracles(tmp_path: Path) -> None:
     res = json.loads((tmp_path / "res" / "activeclip-longer.json").read_text())
     oracle = res["medians"]["oracle@3000"]["updates_saved"]
     assert oracle == pytest.approx(1 - (1000 + 1000 * (0.10 + 0.11) / 2 / 0.15) / 3000)
-    # activeclip's median is a lower bound (seed 1 reached at its smallest budget): the share is marked
+    # activeclip's median is a lower bound (seed 1 reached at its smallest budget): so is its share
     share = res["medians"]["activeclip@3000"]["updates_saved"] / oracle
-    assert res["oracle_share"]["activeclip@3000"] == f"~{share:.0%}"
-    assert f"| ~{share:.0%} |" in (tmp_path / "res" / "activeclip-longer.md").read_text()
+    assert res["medians"]["activeclip@3000"]["mark"] == "≥"
+    assert res["oracle_share"]["activeclip@3000"] == f"≥{share:.0%} of oracle"
+    assert f"| ≥{share:.0%} of oracle |" in (tmp_path / "res" / "activeclip-longer.md").read_text()
     assert "oracle@3000" not in res["oracle_share"]
+    # an in-loop oracle saving more is the stronger bound, and the share is taken of it
+    t["rows"] += [{"arm": "oracle_graded", "seed": s, "end_zeroshot": 0.7, "end_1000": 0.55, "end_2000": 0.7}
+                  for s in (0, 1)]
+    table.write_text(json.dumps(t))
+    assert _run(tmp_path, table, uniform).returncode == 0
+    res = json.loads((tmp_path / "res" / "activeclip-longer.json").read_text())
+    graded = res["medians"]["oracle_graded@3000"]["updates_saved"]
+    assert graded > oracle and res["oracle_share"]["hard_learner@3000"] == \
+        f"≤{res['medians']['hard_learner@3000']['updates_saved'] / graded:.0%} of oracle_graded"
 
 
 def test_tables_of_the_same_uniform_runs_join(tmp_path: Path) -> None:
