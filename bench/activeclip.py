@@ -246,6 +246,34 @@ def write(rows: list[dict], arms: list[str], budgets: list[int], results: str, n
     return md
 
 
+def merge_ends(parts: list[dict], arms: list[str], results: str, name: str) -> int:
+    """Combine --no-uniform results files of disjoint seeds: the arms' end accuracies per seed."""
+    rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: (arms.index(r["arm"]), r["seed"]))
+    keys = [(r["arm"], r["seed"]) for r in rows]
+    if len(keys) != len(set(keys)):
+        raise SystemExit(f"an arm and seed appear in more than one results file: {sorted(keys)}")
+    seeds = sorted({r["seed"] for r in rows})
+    budgets = parts[0]["budgets"]
+    meta = {"arms": arms, "command": " & ".join(p["command"] for p in parts) + " (in parallel), then --merge",
+            "machine": parts[0]["machine"], "settings": parts[0]["settings"], "budgets": budgets,
+            "seconds_per_process": [p["seconds"] for p in parts], "rows": rows}
+    md = [f"Command: `{meta['command']}`  ", f"Settings: {meta['settings']}  ", f"Machine: {meta['machine']}", "",
+          f"Arms trained alone (`--no-uniform`): zero-shot at the end of {budgets[-1]} steps (R@1 image-to-text / "
+          "text-to-image); their savings come from `bench/activeclip_longer.py`, against uniform trained as long.", "",
+          "| arm | " + " | ".join(f"seed {s}" for s in seeds) + " | median |", "|---|" + "---|" * (len(seeds) + 1)]
+    for arm in arms:
+        own = {r["seed"]: r for r in rows if r["arm"] == arm}
+        md.append(f"| {arm} | " + " | ".join(
+            f"{own[s]['end_zeroshot']:.4f} (R@1 {share(own[s]['final_r1_i2t'])} / {share(own[s]['final_r1_t2i'])})"
+            if s in own else "-" for s in seeds)
+            + f" | {analysis.median([r['end_zeroshot'] for r in own.values()]):.4f} |")
+    os.makedirs(results, exist_ok=True)
+    atomic_write_text(os.path.join(results, f"{name}.json"), json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(os.path.join(results, f"{name}.md"), "\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
 def merge(paths: list[str], results: str, name: str) -> int:
     """Combine results files of disjoint seeds run as separate processes into one table."""
     parts = []
@@ -255,6 +283,8 @@ def merge(paths: list[str], results: str, name: str) -> int:
     if len({p["settings"] for p in parts}) != 1:
         raise SystemExit("the results files were run with different settings: " + "; ".join(p["settings"] for p in parts))
     arms = list(dict.fromkeys(a for p in parts for a in p["arms"]))
+    if not any(r["arm"] == "uniform" for p in parts for r in p["rows"]):  # --no-uniform runs: ends only
+        return merge_ends(parts, arms, results, name)
     rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: (r["seed"], arms.index(r["arm"])))
     seeds = [r["seed"] for r in rows if r["arm"] == "uniform"]
     if len(seeds) != len(set(seeds)):
