@@ -146,6 +146,14 @@ def test_each_arm_saving_as_a_share_of_the_oracles(tmp_path: Path) -> None:
     graded = res["medians"]["oracle_graded@3000"]["updates_saved"]
     assert graded > oracle and res["oracle_share"]["hard_learner@3000"] == \
         f"≤{res['medians']['hard_learner@3000']['updates_saved'] / graded:.0%} of oracle_graded"
+    # an oracle whose runs stop short of the target (an upper bound above the exact ones): no share
+    t["rows"] += [{"arm": "oracle_filter", "seed": s, "end_zeroshot": 0.45, "end_1000": 0.45} for s in (0, 1)]
+    table.write_text(json.dumps(t))
+    assert _run(tmp_path, table, uniform).returncode == 0
+    res = json.loads((tmp_path / "res" / "activeclip-longer.json").read_text())
+    assert res["medians"]["oracle_filter@3000"] == {"updates_saved": pytest.approx(2 / 3), "mark": "≤"}
+    assert 2 / 3 > graded
+    assert "activeclip@3000" not in res["oracle_share"]
 
 
 def test_tables_of_the_same_uniform_runs_join(tmp_path: Path) -> None:
