@@ -13,8 +13,9 @@ and duplicated pairs; 80% of the pairs in all) and renders each of its 50k garme
 colour, size, position and caption; noise drawn per pair), so the oracle's clean subset still
 covers about 1 - 0.8**4 = 59% of the garments. Removing the noise helps uniform here (the milder
 regimes of bench/results/activeclip-oracle*.md, where it did not, are kept), though a perfect filter
-saves 28% of updates before training, 32.5% in the loop and 37.7% grading the noise kinds, not 40%
-(README, issue #11; 8
+saves 28% of updates before training, 32.5% in the loop and 37.7% grading the noise kinds, not 40%,
+against uniform@2000; against uniform near its plateau (10000 steps) the graded filter saves 49% and
+activeclip 44% (README point 6d, with `--no-uniform` runs; issue #11; 8
 renderings, half the oracle's repetition, change none of it: bench/results/activeclip-renderings8.md;
 activeclip saves more than either: bench/results/activeclip-oracle-filter.md). Every arm
 of a seed trains on the same data, seeds and evaluation schedule, with warm-up and a cosine learning
