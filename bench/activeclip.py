@@ -344,6 +344,8 @@ def main() -> int:
     unknown = [x for x in arms if x not in ARMS]
     if unknown:
         raise SystemExit(f"--arms: unknown {unknown}; choose from {', '.join(ARMS)}")
+    if a.no_uniform and len(arms) == 1:
+        raise SystemExit("--no-uniform trains the arms alone: name one besides uniform in --arms, e.g. --arms=oracle")
     base = C.apply_overrides(C.RunConfig(), BENCH_OVERRIDES + (SMOKE if a.smoke else []) + extra)
     command = "python bench/activeclip.py " + " ".join(sys.argv[1:])
     budgets = budget_steps(a.budgets, base.train.steps)

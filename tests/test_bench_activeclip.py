@@ -146,3 +146,5 @@ def test_arms_alone_at_a_longer_budget_join_the_longer_table(tmp_path: Path) -> 
     assert longer["arms_longer"]["oracle@seed0"] == {"8": row["end_zeroshot"]}
     (cell,) = [c for c in longer["savings"] if c["arm"] == "oracle"]
     assert cell["arm_budgets"] == [4, 8] and cell["uniform_steps"] == 8
+    nothing = _bench("activeclip.py", tmp_path, "--arms=uniform", "--no-uniform", f"--out={tmp_path / 'none'}")
+    assert nothing.returncode != 0 and "name one besides uniform" in nothing.stderr
