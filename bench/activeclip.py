@@ -284,7 +284,11 @@ def merge(paths: list[str], results: str, name: str) -> int:
     if len({p["settings"] for p in parts}) != 1:
         raise SystemExit("the results files were run with different settings: " + "; ".join(p["settings"] for p in parts))
     arms = list(dict.fromkeys(a for p in parts for a in p["arms"]))
-    if not any(r["arm"] == "uniform" for p in parts for r in p["rows"]):  # --no-uniform runs: ends only
+    alone = [not any(r["arm"] == "uniform" for r in p["rows"]) for p in parts]  # --no-uniform runs: ends only
+    if any(alone) and not all(alone):
+        raise SystemExit("--merge: some files are --no-uniform runs (arms alone, no target) and some are not; merge "
+                         "each kind on its own and join them with bench/activeclip_longer.py")
+    if all(alone):
         return merge_ends(parts, arms, results, name)
     rows = sorted((r for p in parts for r in p["rows"]), key=lambda r: (r["seed"], arms.index(r["arm"])))
     seeds = [r["seed"] for r in rows if r["arm"] == "uniform"]

@@ -138,6 +138,10 @@ def test_arms_alone_at_a_longer_budget_join_the_longer_table(tmp_path: Path) -> 
     assert merged.returncode == 0, merged.stderr
     assert json.loads((tmp_path / "merged" / "o8.json").read_text())["rows"] == res["rows"]
     assert f"| oracle | {row['end_zeroshot']:.4f} (R@1" in (tmp_path / "merged" / "o8.md").read_text()
+    mixed = subprocess.run([sys.executable, os.path.join(BENCH, "activeclip.py"),
+                            f"--merge={tmp_path / 'res' / 'o8.json'},{tmp_path / 'res' / 'u8.json'}",
+                            f"--results={tmp_path / 'merged'}"], env=env, capture_output=True, text=True, timeout=120)
+    assert mixed.returncode != 0 and "merge each kind on its own" in mixed.stderr
     r = subprocess.run([sys.executable, os.path.join(BENCH, "activeclip_longer.py"), f"--table={tmp_path / 'res' / 'table.json'}",
                         f"--longer={tmp_path / 'res' / 'u8.json'},{tmp_path / 'res' / 'o8.json'}",
                         f"--results={tmp_path / 'longer'}"], env=env, capture_output=True, text=True, timeout=120)
