@@ -65,21 +65,24 @@ def embed_text(model: nn.Module, tokens: torch.Tensor, batch_size: int, device: 
 
 
 def attribute_accuracy(image_emb: torch.Tensor, attributes: torch.Tensor, style: torch.Tensor,
-                       encode: Callable[[list[str]], torch.Tensor]) -> dict[str, float]:
+                       encode: Callable[[list[str]], torch.Tensor],
+                       class_names: tuple[str, ...] | list[str] = ()) -> dict[str, float]:
     """Zero-shot accuracy on each caption attribute, in caption context: for every image `[N, D]`
     and attribute field (class, colour, size, position of its first object), its true caption is
     re-rendered (same template and synonyms, `pairs.describe`) with each value of that field, and the
-    image is classified by the most similar variant. `encode(captions) -> [M, D]` embeds texts.
+    image is classified by the most similar variant. `encode(captions) -> [M, D]` embeds texts;
+    `class_names` picks the built-in grammar (default Fashion-MNIST's garments).
     Returns `{"attr_class": ..., "attr_colour": ..., "attr_size": ..., "attr_position": ...}`."""
-    from learnability.pairs.captions import FIELD_SIZES, describe
+    from learnability.pairs.captions import CLASS_SYNONYMS, FIELD_SIZES, class_synonyms, describe
     from learnability.pairs.pairset import ATTRIBUTE_FIELDS
 
     n = image_emb.shape[0]
+    synonyms = class_synonyms(class_names) if class_names else CLASS_SYNONYMS
     out = {}
     for field, (name, k) in enumerate(zip(ATTRIBUTE_FIELDS, FIELD_SIZES)):
         variants = attributes[:n].unsqueeze(0).repeat(k, 1, 1, 1)  # [K, N, O, 4]
         variants[:, :, 0, field] = torch.arange(k)[:, None]
-        texts = describe(variants.reshape(k * n, *attributes.shape[1:]), style[:n].repeat(k))
+        texts = describe(variants.reshape(k * n, *attributes.shape[1:]), style[:n].repeat(k), synonyms)
         sim = (encode(texts).reshape(k, n, -1) * image_emb[None]).sum(-1)  # [K, N]
         out[f"attr_{name}"] = float((sim.argmax(0) == attributes[:n, 0, field]).float().mean())
     return out

@@ -90,7 +90,7 @@ class TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class PairsConfig:
     """Image-text (task=clip) settings; sizes and seeds come from `data`."""
-    source: str = "synthetic"      # synthetic (compositional Fashion-MNIST) | jsonl | shards
+    source: str = "synthetic"      # synthetic (compositional Fashion-MNIST, or digits: data.source) | jsonl | shards
     path: str = ""                 # jsonl file or shard pattern ("shards/{000..009}.tar") of the pool
     reference_path: str = ""       # jsonl / shards: the clean curated pairs for the reference
     test_path: str = ""            # jsonl / shards: clean held-out pairs for retrieval
@@ -361,6 +361,8 @@ def validate(cfg: RunConfig) -> None:
         p = cfg.pairs
         checks += [
             (p.source in ("synthetic", "jsonl", "shards"), "pairs.source", "must be synthetic, jsonl or shards"),
+            (p.source != "synthetic" or cfg.data.source in ("fashion_mnist", "digits"), "data.source",
+             "built-in pairs (pairs.source=synthetic) are rendered from fashion_mnist or digits"),
             (p.learner in list_dual_models(), "pairs.learner", f"must be one of {', '.join(list_dual_models())}"),
             (p.proxy in list_dual_models(), "pairs.proxy", f"must be one of {', '.join(list_dual_models())}"),
             (p.loss in ("siglip", "clip"), "pairs.loss", "must be siglip or clip"),

@@ -19,8 +19,8 @@ def build_pairs(cfg) -> tuple[PairSplits, int]:
     copy, and every shard's member index, in `pairs.shard_cache`)."""
     p, d = cfg.pairs, cfg.data
     if p.source == "synthetic":
-        return synthetic_pairs(path=d.path, reference_size=d.reference_size, pool_size=d.pool_size,
-                               test_size=d.test_size, canvas=p.image_size, two_objects=p.two_objects,
+        return synthetic_pairs(source=d.source, path=d.path, reference_size=d.reference_size, pool_size=d.pool_size,
+                               test_size=d.test_size, test_fraction=d.test_fraction, canvas=p.image_size, two_objects=p.two_objects,
                                swapped=p.swapped, uninformative=p.uninformative, wrong_attribute=p.wrong_attribute,
                                duplicates=p.duplicates, renderings=p.renderings, seed=d.seed), 0
     if p.renderings != 1:

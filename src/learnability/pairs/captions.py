@@ -1,6 +1,7 @@
 """Caption vocabularies, templates and a counter-based hash for per-id seeded choices.
 
-Attribute values are indices into `CLASS_NAMES`, `COLOURS`, `SIZES` and `POSITIONS`; each value has
+Attribute values are indices into the class names of the source (`OBJECT_WORDS`: Fashion-MNIST's
+garments, `CLASS_NAMES`, or scikit-learn's digits), `COLOURS`, `SIZES` and `POSITIONS`; each value has
 a few synonyms. A caption is fully determined by the attributes of its objects and one int64
 style code per example (the template and synonym choices), so the same example can be re-described
 with one attribute changed and nothing else (a hard negative).
@@ -20,6 +21,10 @@ CLASS_SYNONYMS = (
     ("shirt", "collared shirt", "blouse"), ("sneaker", "trainer", "running shoe"), ("bag", "handbag", "purse"),
     ("ankle boot", "boot", "bootie"),
 )
+DIGIT_SYNONYMS = tuple((w, f"digit {w}", f"number {w}") for w in
+                       ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"))
+# the built-in pair sources (`data.source` with pairs.source=synthetic): the synonyms of each class, first the name
+OBJECT_WORDS = {"fashion_mnist": CLASS_SYNONYMS, "digits": DIGIT_SYNONYMS}
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
 COLOUR_RGB = ((1.0, 0.1, 0.1), (0.1, 0.9, 0.2), (0.2, 0.35, 1.0), (1.0, 0.95, 0.1), (0.7, 0.2, 1.0), (1.0, 0.55, 0.0))
 SIZES = ("small", "large")
@@ -65,9 +70,21 @@ def article(text: str) -> str:
     return _ARTICLE.sub("an ", text)
 
 
-def describe(attributes: torch.Tensor, style: torch.Tensor) -> list[str]:
+def class_synonyms(class_names: tuple[str, ...] | list[str]) -> tuple[tuple[str, ...], ...]:
+    """The caption synonyms of a built-in source whose classes are `class_names` (all of its
+    classes or its first ones): the class names identify the grammar a pair set was rendered with."""
+    names = tuple(class_names)
+    for synonyms in OBJECT_WORDS.values():
+        if names and tuple(s[0] for s in synonyms[:len(names)]) == names:
+            return synonyms
+    raise ValueError(f"no built-in caption grammar has the classes {names}; built-in sources: {', '.join(OBJECT_WORDS)}")
+
+
+def describe(attributes: torch.Tensor, style: torch.Tensor,
+             synonyms: tuple[tuple[str, ...], ...] = CLASS_SYNONYMS) -> list[str]:
     """Captions for `attributes` `[N, O, 4]` (class, colour, size, position per object slot; -1
-    rows for absent objects) under `style` `[N]` int64 codes. Deterministic."""
+    rows for absent objects) under `style` `[N]` int64 codes, naming class k by `synonyms[k]`
+    (default Fashion-MNIST's garments). Deterministic."""
     if attributes.dim() != 3 or attributes.shape[2] != 4 or style.shape != attributes.shape[:1]:
         raise ValueError(f"describe needs attributes [N, O, 4] and style [N]; got {tuple(attributes.shape)} and {tuple(style.shape)}")
     n, o = attributes.shape[:2]
@@ -83,7 +100,7 @@ def describe(attributes: torch.Tensor, style: torch.Tensor) -> list[str]:
                 continue
             b = 2 + _SLOTS_PER_OBJECT * j
             t = OBJECT_TEMPLATES[p[b] % len(OBJECT_TEMPLATES)]
-            phrases.append(t.format(a="a", k=CLASS_SYNONYMS[k][p[b + 1] % len(CLASS_SYNONYMS[k])], c=COLOURS[c],
+            phrases.append(t.format(a="a", k=synonyms[k][p[b + 1] % len(synonyms[k])], c=COLOURS[c],
                                     s=SIZE_SYNONYMS[s][p[b + 3] % len(SIZE_SYNONYMS[s])],
                                     p=POSITION_SYNONYMS[q][p[b + 4] % len(POSITION_SYNONYMS[q])]))
         joined = JOINERS[p[1] % len(JOINERS)].join(phrases)
@@ -91,14 +108,15 @@ def describe(attributes: torch.Tensor, style: torch.Tensor) -> list[str]:
     return out
 
 
-def grammar_words() -> list[str]:
+def grammar_words(synonyms: tuple[tuple[str, ...], ...] = CLASS_SYNONYMS) -> list[str]:
     """Every word (as `tokenizer.split_words` splits text) that a built-in caption, a hard negative
-    or a zero-shot prompt can hold, sorted: a vocabulary that does not depend on which captions a
-    pool happens to hold, so pools that differ only in their caption noise tokenize alike."""
+    or a zero-shot prompt can hold with class words `synonyms`, sorted: a vocabulary that does not
+    depend on which captions a pool happens to hold, so pools that differ only in their caption
+    noise tokenize alike."""
     from learnability.pairs.tokenizer import split_words
 
     texts = [*OBJECT_TEMPLATES, *CAPTION_TEMPLATES, *JOINERS, "an", *COLOURS,
-             *(w for group in (*CLASS_SYNONYMS, *SIZE_SYNONYMS, *POSITION_SYNONYMS) for w in group)]
+             *(w for group in (*synonyms, *SIZE_SYNONYMS, *POSITION_SYNONYMS) for w in group)]
     words = {w for t in texts for w in split_words(re.sub(r"\{\w\}", " ", t))}
     return sorted(words)
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from learnability.data.lazy import LazyImages
-from learnability.pairs.captions import FIELD_SIZES, describe
+from learnability.pairs.captions import CLASS_NAMES, FIELD_SIZES, class_synonyms, describe
 from learnability.pairs.pairset import DUPLICATE, SWAPPED, UNINFORMATIVE, WRONG_ATTRIBUTE, PairSet
 
 UNINFORMATIVE_TEXTS = ("image", "photo.jpg", "click here", "untitled", "IMG_{n:04d}.JPG", "thumbnail", "download",
@@ -43,7 +43,8 @@ def hard_negatives(pairs: PairSet, seed: int = 0) -> list[str]:
     """For every example, its clean caption re-rendered with exactly one attribute wrong (same
     template and synonyms), for compositional evaluation: does a model prefer the true caption?"""
     _needs_synthetic(pairs, "hard_negatives")
-    return describe(change_one_attribute(pairs.attributes, torch.Generator().manual_seed(seed)), pairs.style)
+    return describe(change_one_attribute(pairs.attributes, torch.Generator().manual_seed(seed)), pairs.style,
+                    class_synonyms(pairs.class_names))
 
 
 def corrupt_pairs(pairs: PairSet, *, swapped: float = 0.0, uninformative: float = 0.0, wrong_attribute: float = 0.0,
@@ -102,7 +103,8 @@ def corrupt_pairs(pairs: PairSet, *, swapped: float = 0.0, uninformative: float 
         code[junk_i] = UNINFORMATIVE
     if n_wrong:
         _needs_synthetic(pairs, "wrong_attribute noise")
-        wrong = describe(change_one_attribute(pairs.attributes[wrong_i], g), pairs.style[wrong_i])
+        wrong = describe(change_one_attribute(pairs.attributes[wrong_i], g), pairs.style[wrong_i],
+                         class_synonyms(pairs.class_names))
         for i, text in zip(wrong_i.tolist(), wrong):
             captions[i] = text
         code[wrong_i] = WRONG_ATTRIBUTE
@@ -141,8 +143,8 @@ def _duplicate(pairs: PairSet, captions: list[str], code: torch.Tensor, truth: l
                    copy(pairs.style), pairs.class_names)
 
 
-def synthetic_vocabulary() -> list[str]:
-    """The built-in pairs' vocabulary, fixed by their grammar: the special tokens, then every word
+def synthetic_vocabulary(class_names: tuple[str, ...] | list[str] = CLASS_NAMES) -> list[str]:
+    """The vocabulary of built-in pairs with classes `class_names` (default Fashion-MNIST's), fixed by their grammar: the special tokens, then every word
     a caption, hard negative, prompt or junk alt-text can hold, sorted (junk numbers map to UNK).
     Independent of the caption noise, so a clean and a noisy pool give the learner the same
     token ids (a vocabulary sorted by word counts would differ, and with it every word's initial
@@ -151,4 +153,4 @@ def synthetic_vocabulary() -> list[str]:
     from learnability.pairs.tokenizer import SPECIALS, split_words
 
     junk = {w for t in UNINFORMATIVE_TEXTS for w in split_words(re.sub(r"\{[^}]*\}", " ", t))}
-    return list(SPECIALS) + sorted(set(grammar_words()) | junk)
+    return list(SPECIALS) + sorted(set(grammar_words(class_synonyms(class_names))) | junk)

@@ -1,6 +1,6 @@
-"""Built-in compositional image-text pairs from Fashion-MNIST.
+"""Built-in compositional image-text pairs from Fashion-MNIST (or scikit-learn's 8x8 digits).
 
-Each 28x28 garment is coloured (`COLOURS`), scaled (small: 0.3 of the canvas side, large: half)
+Each 28x28 garment (or digit: `OBJECT_WORDS` names each source's classes) is coloured (`COLOURS`), scaled (small: 0.3 of the canvas side, large: half)
 and placed in one quadrant of a black `canvas` x `canvas` RGB image, with a random offset inside
 the quadrant when small. With `two_objects` > 0 that fraction of images holds a second garment (an
 image drawn from the same split) in another quadrant, and the caption describes both. Captions
@@ -23,7 +23,8 @@ from learnability.data.imageset import ImageSet
 from learnability.data.lazy import ArrayImages, LazyImages
 from learnability.data.sources import load_source
 from learnability.data.splits import make_splits
-from learnability.pairs.captions import CLASS_NAMES, COLOUR_RGB, COLOURS, POSITIONS, SIZES, describe, id_hash, id_uniform
+from learnability.pairs.captions import (CLASS_SYNONYMS, COLOUR_RGB, COLOURS, OBJECT_WORDS, POSITIONS, SIZES, describe,
+                                         id_hash, id_uniform)
 from learnability.pairs.noise import corrupt_pairs
 from learnability.pairs.pairset import PairSet, PairSplits
 
@@ -54,8 +55,10 @@ def rendering_ids(ids: np.ndarray, renderings: int, rendered: int) -> np.ndarray
 
 
 def render_pairs(source: ImageSet, *, canvas: int = 40, two_objects: float = 0.0, seed: int = 0, salt: int = 0,
-                 renderings: int = 1, rendered: int | None = None, compact: bool = False) -> PairSet:
-    """Render `source` (grayscale `[N, 1, h, w]` garments in [-1, 1], Fashion-MNIST labels) as
+                 renderings: int = 1, rendered: int | None = None, compact: bool = False,
+                 synonyms: tuple[tuple[str, ...], ...] = CLASS_SYNONYMS) -> PairSet:
+    """Render `source` (grayscale `[N, 1, h, w]` objects in [-1, 1], class k named by `synonyms[k]`,
+    default Fashion-MNIST's garments) as
     clean image-text pairs: images `[M, 3, canvas, canvas]`, attributes `[M, O, 4]` with O = 2 when
     `two_objects` > 0 (else 1), M = N * `rendered`. `salt` separates splits whose ids overlap (train
     0, test 1). Each garment gets the first `rendered` (default all) of its `renderings` renderings,
@@ -68,8 +71,8 @@ def render_pairs(source: ImageSet, *, canvas: int = 40, two_objects: float = 0.0
         raise ValueError(f"two_objects is the fraction of images with a second object, in [0, 1]; got {two_objects}")
     if source.x.shape[1] != 1:
         raise ValueError(f"render_pairs needs grayscale garments [N, 1, H, W]; got {tuple(source.x.shape)}")
-    if source.num_classes > len(CLASS_NAMES):
-        raise ValueError(f"the source has {source.num_classes} classes but captions know {len(CLASS_NAMES)} (Fashion-MNIST)")
+    if source.num_classes > len(synonyms):
+        raise ValueError(f"the source has {source.num_classes} classes but its captions name {len(synonyms)}")
     n_garments, rendered = len(source), renderings if rendered is None else rendered
     if two_objects > 0 and n_garments < 2:
         raise ValueError("two_objects needs at least 2 source images to pair up")
@@ -117,15 +120,16 @@ def render_pairs(source: ImageSet, *, canvas: int = 40, two_objects: float = 0.0
             out[lo:hi] = chw.mul_(2).sub_(1)
     attributes_t = torch.from_numpy(attributes)
     style = torch.from_numpy((id_hash(key, ids, _STYLE) >> np.uint64(1)).astype(np.int64))
-    captions = describe(attributes_t, style)
+    captions = describe(attributes_t, style, synonyms)
     images = LazyImages(ArrayImages(out)) if compact else out
     return PairSet(images, captions, torch.from_numpy(ids), attributes_t[:, 0, 0].clone(), attributes_t,
-                   style=style, class_names=CLASS_NAMES[:source.num_classes])
+                   style=style, class_names=tuple(s[0] for s in synonyms[:source.num_classes]))
 
 
 def make_pair_splits(train: ImageSet, test: ImageSet, *, reference_size: int, pool_size: int = 0, test_size: int = 0,
                      canvas: int = 40, two_objects: float = 0.0, swapped: float = 0.0, uninformative: float = 0.0,
-                     wrong_attribute: float = 0.0, duplicates: float = 0.0, renderings: int = 1, seed: int = 0) -> PairSplits:
+                     wrong_attribute: float = 0.0, duplicates: float = 0.0, renderings: int = 1, seed: int = 0,
+                     synonyms: tuple[tuple[str, ...], ...] = CLASS_SYNONYMS) -> PairSplits:
     """Split garments `train` into a pool and a curated reference set (`data.make_splits`), render
     all three splits, and corrupt the pool only (seed + 1): `swapped` captions taken from another
     example, `uninformative` ones replaced by junk alt-text, `wrong_attribute` ones with exactly
@@ -142,7 +146,7 @@ def make_pair_splits(train: ImageSet, test: ImageSet, *, reference_size: int, po
         raise ValueError(f"renderings must be >= 1 (renderings of each pool garment); got {renderings}")
     splits = make_splits(train, test, reference_size=reference_size, pool_size=pool_size, seed=seed)
     test_src = test.subset(torch.arange(min(test_size, len(test)))) if test_size else test
-    opts = dict(canvas=canvas, two_objects=two_objects, seed=seed)
+    opts = dict(canvas=canvas, two_objects=two_objects, seed=seed, synonyms=synonyms)
     pool = render_pairs(splits.pool, **opts, salt=0, renderings=renderings, compact=renderings > 1)
     pool = corrupt_pairs(pool, swapped=swapped, uninformative=uninformative, wrong_attribute=wrong_attribute,
                          duplicates=duplicates, seed=seed + 1)
@@ -150,14 +154,24 @@ def make_pair_splits(train: ImageSet, test: ImageSet, *, reference_size: int, po
                       test=render_pairs(test_src, **opts, salt=1))
 
 
-def synthetic_pairs(*, path: str = "", reference_size: int = 10000, pool_size: int = 0, test_size: int = 0,
-                    canvas: int = 40, two_objects: float = 0.0, swapped: float = 0.3, uninformative: float = 0.0,
-                    wrong_attribute: float = 0.0, duplicates: float = 0.0, renderings: int = 1, seed: int = 0) -> PairSplits:
-    """Compositional Fashion-MNIST pairs: the 60k training garments split into pool and reference,
-    the 10k test garments as the clean test set. `path`: folder of the idx .gz files ("" = Debian's
-    `dataset-fashion-mnist`). Memory: 19.2 kB per 40x40 image (60k + 10k: about 1.3 GB); with
-    `renderings` K > 1 the pool's K x pool_size images are uint8, 4.8 kB each."""
-    train, test = load_source("fashion_mnist", path=path)
+def synthetic_pairs(*, source: str = "fashion_mnist", path: str = "", reference_size: int = 10000, pool_size: int = 0,
+                    test_size: int = 0, test_fraction: float = 0.2, canvas: int = 40, two_objects: float = 0.0,
+                    swapped: float = 0.3, uninformative: float = 0.0, wrong_attribute: float = 0.0,
+                    duplicates: float = 0.0, renderings: int = 1, seed: int = 0) -> PairSplits:
+    """Compositional pairs of a built-in `source` (`OBJECT_WORDS`). fashion_mnist: the 60k training
+    garments split into pool and reference, the 10k test garments as the clean test set; `path`:
+    folder of the idx .gz files ("" = Debian's `dataset-fashion-mnist`). digits: scikit-learn's 1797
+    8x8 digits, `test_fraction` of them held out as the test set (split by `seed`), the rest split
+    into pool and reference. Memory: 19.2 kB per 40x40 image (Fashion-MNIST's 60k + 10k: about
+    1.3 GB); with `renderings` K > 1 the pool's K x pool_size images are uint8, 4.8 kB each."""
+    if source not in OBJECT_WORDS:
+        raise ValueError(f"built-in pairs are rendered from {' or '.join(OBJECT_WORDS)}; got data.source={source!r} "
+                         "(bring other data as pairs.source=jsonl or shards)")
+    train, test = load_source(source, path=path, test_fraction=test_fraction, seed=seed)
+    if reference_size >= len(train):
+        raise ValueError(f"data.reference_size={reference_size} leaves no pool of the {len(train)} training images "
+                         f"of {source}; lower it")
     return make_pair_splits(train, test, reference_size=reference_size, pool_size=pool_size, test_size=test_size,
                             canvas=canvas, two_objects=two_objects, swapped=swapped, uninformative=uninformative,
-                            wrong_attribute=wrong_attribute, duplicates=duplicates, renderings=renderings, seed=seed)
+                            wrong_attribute=wrong_attribute, duplicates=duplicates, renderings=renderings, seed=seed,
+                            synonyms=OBJECT_WORDS[source])

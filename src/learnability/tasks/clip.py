@@ -101,7 +101,7 @@ class ClipTask:
         self.cfg, self.device, self.autocast = cfg, device, autocast
         self.splits, self.skipped = data if data is not None else self.load(cfg)
         pool, ref_set, test = self.splits.pool, self.splits.reference, self.splits.test
-        self.tokenizer = (WordTokenizer(synthetic_vocabulary(), p.max_len) if p.source == "synthetic" and p.vocab == "auto"
+        self.tokenizer = (WordTokenizer(synthetic_vocabulary(pool.class_names), p.max_len) if p.source == "synthetic" and p.vocab == "auto"
                           else WordTokenizer.build(pool.captions + ref_set.captions, max_len=p.max_len))
         self.tokenizer.save(os.path.join(cfg.out, "tokenizer.json"))
         self.tokens, self.ref_tokens = self.tokenizer.encode(pool.captions), self.tokenizer.encode(ref_set.captions)
@@ -192,7 +192,7 @@ class ClipTask:
             row["test_accuracy"] = (row["r1_i2t"] + row["r1_t2i"]) / 2
         if final and test.attributes is not None and test.style is not None:
             row.update(attribute_accuracy(img[:n], test.attributes, test.style, lambda texts: embed_text(
-                model, self.tokenizer.encode(texts), t.eval_batch_size, self.device, self.autocast)))
+                model, self.tokenizer.encode(texts), t.eval_batch_size, self.device, self.autocast), test.class_names))
         if final:
             row.update(self._fit(model))
         return row
