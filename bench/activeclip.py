@@ -66,6 +66,7 @@ from learnability import analysis
 from learnability import config as C
 from learnability.clip_loop import run_clip
 from learnability.compare import arm_config
+from learnability.data.sources import load_source
 from learnability.io import atomic_write_text, read_jsonl
 from learnability.pairs import CLEAN, PairSplits
 from learnability.pairs.build import build_pairs
@@ -96,6 +97,15 @@ BENCH_OVERRIDES = ["--task=clip", "--pairs.logit_bias_init=-5", *[f"--pairs.{k}=
                    "--train.schedule=cosine", "--train.warmup=100", "--pairs.n_chunks=16", "--progress=false",
                    "--pairs.proxy=dual_cnn_tiny", "--pairs.actor_loss=contrastive", "--reference.epochs=30",
                    "--train.threads=1"]
+# The second dataset (`--dataset=digits`): the same noise, models, schedule and budgets on pairs rendered
+# from scikit-learn's 8x8 digits: 359 test digits, a 300-digit curated reference (trained 200 epochs:
+# about the reference's 30 epochs on 10k garments in steps), the other 1138 digits rendered 64 times
+# each in the pool (72.8k pairs) on a 24-pixel canvas (the digits are 8x8).
+DATASETS = {
+    "fashion_mnist": [],
+    "digits": ["--data.source=digits", "--data.reference_size=300", "--data.pool_size=0", "--pairs.image_size=24",
+               "--pairs.renderings=64", "--reference.epochs=200"],
+}
 SMOKE = ["--data.pool_size=400", "--data.reference_size=200", "--data.test_size=100", "--train.steps=8",
          "--train.batch_size=16", "--train.eval_every=2", "--train.warmup=2", "--pairs.retrieval_size=50",
          "--reference.epochs=1"]
@@ -324,6 +334,9 @@ def main() -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma list from {', '.join(ARMS)} (uniform is always run)")
     p.add_argument("--smoke", action="store_true", help="tiny settings (seconds), for the tests")
+    p.add_argument("--dataset", default="fashion_mnist", choices=list(DATASETS),
+                   help="the built-in pairs: Fashion-MNIST garments (the bench) or scikit-learn's digits (the second "
+                        "dataset: `DATASETS`); --section.field overrides apply after it")
     p.add_argument("--amortise", type=int, default=10)
     p.add_argument("--budgets", default="0.3,0.5,0.75,1",
                    help="fractions of train.steps each arm also trains at, every run's schedule decayed to zero "
@@ -350,19 +363,24 @@ def main() -> int:
         raise SystemExit(f"--arms: unknown {unknown}; choose from {', '.join(ARMS)}")
     if a.no_uniform and len(arms) == 1:
         raise SystemExit("--no-uniform trains the arms alone: name one besides uniform in --arms, e.g. --arms=oracle")
-    base = C.apply_overrides(C.RunConfig(), BENCH_OVERRIDES + (SMOKE if a.smoke else []) + extra)
+    base = C.apply_overrides(C.RunConfig(), BENCH_OVERRIDES + DATASETS[a.dataset] + (SMOKE if a.smoke else []) + extra)
     command = "python bench/activeclip.py " + " ".join(sys.argv[1:])
     budgets = budget_steps(a.budgets, base.train.steps)
-    t, pr = base.train, base.pairs
-    renders = (f" garments x {pr.renderings} renderings = {(base.data.pool_size or 50000) * pr.renderings} pairs"
-               if pr.renderings > 1 else "")
-    settings = (f"noise {', '.join(f'{k} {getattr(pr, k)}' for k in NOISE)}; learner {pr.learner}, proxy/reference "
+    t, pr, d = base.train, base.pairs, base.data
+    pool, n_test = d.pool_size or 50000, min(d.test_size or 10000, 10000)  # Fashion-MNIST's 60k - 10k, and 10k test
+    if d.source != "fashion_mnist":  # digits: sizes follow from test_fraction and reference_size
+        train, test = load_source(d.source, test_fraction=d.test_fraction)
+        pool, n_test = d.pool_size or len(train) - d.reference_size, min(d.test_size or len(test), len(test))
+    renders = (f" {'garments' if d.source == 'fashion_mnist' else 'images'} x {pr.renderings} renderings = "
+               f"{pool * pr.renderings} pairs" if pr.renderings > 1 else "")
+    settings = ("" if d.source == "fashion_mnist" else f"data {d.source} on a {pr.image_size}-pixel canvas; ") + (
+                f"noise {', '.join(f'{k} {getattr(pr, k)}' for k in NOISE)}; learner {pr.learner}, proxy/reference "
                 f"{pr.proxy}, {pr.loss} loss, actor loss {pr.actor_loss}, b={t.batch_size}, JEST in {pr.n_chunks} chunks, "
                 f"{t.steps} steps, lr {t.lr:g} ({t.schedule} to {t.final_lr_fraction:g}, warm-up {t.warmup}), initial logit "
-                f"scale/bias {pr.logit_scale_init:g}/{pr.logit_bias_init:g}, pool {base.data.pool_size or 50000}{renders}, "
+                f"scale/bias {pr.logit_scale_init:g}/{pr.logit_bias_init:g}, pool {pool}{renders}, "
                 f"eval every "
-                f"{t.eval_every} on {base.data.test_size or 10000} test images, reference {base.reference.epochs} epochs on "
-                f"{base.data.reference_size} curated pairs, torch threads {t.threads or 'default'}; budgets "
+                f"{t.eval_every} on {n_test} test images, reference {base.reference.epochs} epochs on "
+                f"{d.reference_size} curated pairs, torch threads {t.threads or 'default'}; budgets "
                 f"{', '.join(map(str, budgets))} steps")
     if a.collect:
         return collect(a.collect.split(","), [int(s) for s in a.seeds.split(",")], arms, budgets, a, command, settings)

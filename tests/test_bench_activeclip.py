@@ -152,3 +152,17 @@ def test_arms_alone_at_a_longer_budget_join_the_longer_table(tmp_path: Path) -> 
     assert cell["arm_budgets"] == [4, 8] and cell["uniform_steps"] == 8
     nothing = _bench("activeclip.py", tmp_path, "--arms=uniform", "--no-uniform", f"--out={tmp_path / 'none'}")
     assert nothing.returncode != 0 and "name one besides uniform" in nothing.stderr
+
+
+def test_the_second_dataset_runs_the_same_bench_on_digits(tmp_path: Path) -> None:
+    """--dataset=digits: the same arms and protocol on pairs rendered from scikit-learn's digits."""
+    r = _bench("activeclip.py", tmp_path, "--dataset=digits", "--arms=oracle,activeclip", "--budgets=1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "res" / "activeclip.json").read_text())
+    assert [row["arm"] for row in res["rows"]] == ["uniform", "oracle", "activeclip"]
+    assert res["settings"].startswith("data digits on a 24-pixel canvas; ") and "64 renderings" in res["settings"]
+    run = tmp_path / "runs" / "seed0" / "uniform"
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["data"]["source"] == "digits" and cfg["pairs"]["image_size"] == 24
+    vocab = json.loads((run / "tokenizer.json").read_text())["vocab"]
+    assert "seven" in vocab and "sneaker" not in vocab
