@@ -158,6 +158,7 @@ def seed_rows(out: str, seed: int, arms: list[str], budgets: list[int], full: in
         runs = [read_jsonl(os.path.join(out, run, "metrics.jsonl")) for run in (run_name(r["arm"], b, full) for b in budgets)
                 if os.path.isfile(os.path.join(out, run, "summary.json"))]
         d = analysis.budget_savings(uniform, runs, amortise)
+        r.update(budget_flops(runs))
         r.update({"filtering": ARMS[r["arm"]][1], "seed": seed, "final_zeroshot": r["final_accuracy"],
                   "end_zeroshot": d["ends"][full], "needed_steps": d["needed_steps"],
                   "censored": d["censored"] and r["arm"] != "uniform",  # uniform needs its full budget by definition
@@ -165,6 +166,15 @@ def seed_rows(out: str, seed: int, arms: list[str], budgets: list[int], full: in
                   **{f"decayed_{k}": d[k] for k in ("updates_saved", "compute_saved", "compute_saved_amortised",
                                                      "wallclock_saved")}})
     return rows
+
+
+def budget_flops(runs: list[list[dict]]) -> dict:
+    """The FLOP ledger at the end of each budget run (`flops_<steps>`: everything counted, the
+    reference's one-off training and caching included) and that one-off part (`flops_reference`),
+    so bench/activeclip_longer.py can set an arm's compute against uniform trained longer."""
+    lasts = [rows[-1] for rows in runs if rows and "flops_total" in rows[-1]]
+    return {**{f"flops_{int(r['step'])}": r["flops_total"] for r in lasts},
+            **({"flops_reference": lasts[-1].get("flops_reference", 0.0)} if lasts else {})}
 
 
 def reach_steps(rows: list[dict], m: dict) -> str:
@@ -409,10 +419,11 @@ def main() -> int:
 
         if a.no_uniform:  # the arms' ends alone, for bench/activeclip_longer.py: no target, no savings
             for name in arms[1:]:
-                ends = {b: analysis.end_accuracy(train(name, b)) for b in reversed(budgets)}
+                runs = {b: train(name, b) for b in reversed(budgets)}
+                ends = {b: analysis.end_accuracy(m) for b, m in runs.items()}
                 last = [r for r in read_jsonl(os.path.join(out, name, "metrics.jsonl")) if "r1_i2t" in r][-1:]
                 rows.append({"arm": name, "seed": seed, "filtering": ARMS[name][1], "end_zeroshot": ends[budgets[-1]],
-                             **{f"end_{b}": e for b, e in ends.items()},
+                             **{f"end_{b}": e for b, e in ends.items()}, **budget_flops(list(runs.values())),
                              **{f"final_{k}": last[0][k] if last else None for k in ("r1_i2t", "r1_t2i")}})
             meta = {"arms": arms[1:], "command": command, "machine": machine(), "settings": settings,
                     "seconds": time.time() - t0, "budgets": budgets, "rows": rows}

@@ -88,25 +88,52 @@ def join_tables(paths: list[str]) -> dict:
             "command": " + ".join(t["command"] for t in tables) if len(tables) > 1 else first["command"]}
 
 
-def savings(table: dict, uniform: dict[int, dict[int, dict]], longer: dict[tuple[str, int], dict[int, float]]) -> list[dict]:
+def flops_at(steps: float, flops: dict[float, float]) -> float | None:
+    """The FLOP ledger of an arm at `steps` (between two of its budgets: linear, as its accuracy is
+    interpolated), from `flops` = {budget: flops at that budget's end}; None where a budget that
+    brackets `steps` has no ledger (results written before they were recorded)."""
+    budgets = sorted(flops)
+    hi = next((b for b in budgets if b >= steps - 1e-9), None)
+    if hi is None:
+        return None
+    lo = max((b for b in budgets if b < hi), default=hi)
+    if hi == lo or steps >= hi - 1e-9:
+        return flops[hi]
+    w = (steps - lo) / (hi - lo)
+    return (1 - w) * flops[lo] + w * flops[hi]
+
+
+def savings(table: dict, uniform: dict[int, dict[int, dict]], longer: dict[tuple[str, int], dict[int, float]],
+            longer_flops: dict[tuple[str, int], dict[int, float]] | None = None) -> list[dict]:
     """Per arm, longer budget and seed: the updates the arm saves against uniform trained that long
-    (`longer`: (arm, seed) -> {budget: end zero-shot} of the arm's runs beyond the table's budgets)."""
+    (`longer`: (arm, seed) -> {budget: end zero-shot} of the arm's runs beyond the table's budgets),
+    and the compute, where every run involved recorded its FLOP ledger (`flops_<steps>`; the
+    reference's training and caching counted in full; `longer_flops` like `longer`)."""
     out = []
     for r in table["rows"]:
         if r["arm"] == "uniform":
             continue
         ends = [(float(b), r[f"end_{b}"]) for b in table["budgets"] if r.get(f"end_{b}") is not None]
         ends += [(float(b), e) for b, e in longer.get((r["arm"], r["seed"]), {}).items()]
+        ledger = {float(b): r[f"flops_{b}"] for b in table["budgets"] if r.get(f"flops_{b}") is not None}
+        ledger.update({float(b): f for b, f in (longer_flops or {}).get((r["arm"], r["seed"]), {}).items() if f is not None})
+        ledger = {b: f for b, f in ledger.items() if any(b == e for e, _ in ends)}
+        if set(ledger) != {b for b, _ in ends}:
+            ledger = {}  # a budget without its ledger: no compute for this arm and seed
         top = max(b for b, _ in ends)
         for n, by_seed in sorted(uniform.items()):
             if r["seed"] not in by_seed:
                 continue
             target = by_seed[r["seed"]]["end_zeroshot"]
             need, censored = analysis.budget_reach(target, ends)
+            base = by_seed[r["seed"]].get(f"flops_{n}")
+            spent = flops_at(top if need is None else need, ledger) if ledger else None
+            compute = None if spent is None or not base else (max(0.0, 1 - spent / base) if need is None else 1 - spent / base)
             if need is None:
                 cell = {"updates_saved": max(0.0, 1 - top / n), "mark": "<"}
             else:
                 cell = {"updates_saved": 1 - need / n, "mark": "≥" if censored else ""}
+            cell["compute_saved"] = compute
             out.append({"arm": r["arm"], "seed": r["seed"], "uniform_steps": n, "target": target,
                         "arm_budgets": [int(b) for b, _ in sorted(ends)], "needed_steps": need, **cell})
     return out
@@ -135,6 +162,15 @@ def pct(x: float, mark: str = "") -> str:
     return f"{mark}{x * 100:.0f}%"
 
 
+def compute_cell(own: list[dict]) -> str:
+    """Per seed and median compute saved ("<" where the arm's longest run ends short: its compute there
+    bounds the saving from above; "n/a" where a run involved has no FLOP ledger)."""
+    if any(c.get("compute_saved") is None for c in own):
+        return ", ".join("n/a" if c.get("compute_saved") is None else pct(c["compute_saved"], c["mark"]) for c in own)
+    med = bounded_median([(c["compute_saved"], c["mark"]) for c in own])
+    return ", ".join(pct(c["compute_saved"], c["mark"]) for c in own) + f"; {pct(*med)}"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", default="bench/results/activeclip.json",
@@ -149,6 +185,7 @@ def main() -> int:
     full = table["budgets"][-1]
     uniform: dict[int, dict[int, dict]] = {full: {r["seed"]: r for r in table["rows"] if r["arm"] == "uniform"}}
     longer: dict[tuple[str, int], dict[int, float]] = {}
+    longer_flops: dict[tuple[str, int], dict[int, float | None]] = {}
     again: list[dict] = []  # uniform trained again at a budget and seed another file already gave
     for path in a.longer.split(","):
         part = load(path)
@@ -161,13 +198,14 @@ def main() -> int:
         for r in part["rows"]:
             if r["arm"] != "uniform":
                 longer.setdefault((r["arm"], r["seed"]), {})[n] = r["end_zeroshot"]
+                longer_flops.setdefault((r["arm"], r["seed"]), {})[n] = r.get(f"flops_{n}")
             elif r["seed"] not in uniform.setdefault(n, {}):
                 uniform[n][r["seed"]] = r
             elif uniform[n][r["seed"]]["end_zeroshot"] != r["end_zeroshot"]:  # trained again: the first is the target
                 again.append({"steps": n, "seed": r["seed"], "file": path, "end_zeroshot": r["end_zeroshot"],
                               "first_end_zeroshot": uniform[n][r["seed"]]["end_zeroshot"]})
     seeds = sorted(uniform[full])
-    cells = savings(table, {n: u for n, u in uniform.items() if n > full}, longer)
+    cells = savings(table, {n: u for n, u in uniform.items() if n > full}, longer, longer_flops)
     arms = list(dict.fromkeys(c["arm"] for c in cells))
     medians = {f"{arm}@{n}": bounded_median([(c["updates_saved"], c["mark"]) for c in cells
                                              if c["arm"] == arm and c["uniform_steps"] == n])
@@ -176,6 +214,7 @@ def main() -> int:
               for n, u in uniform.items()}
 
     beyond = [n for n in sorted(uniform) if n > full]
+    with_compute = {c["uniform_steps"] for c in cells if c.get("compute_saved") is not None}
     md = [f"Table: `{a.table}` ({table['command']})  ", f"Longer runs: {', '.join(f'`{x}`' for x in a.longer.split(','))}  ",
           f"Settings: {table['settings']}", "",
           "**Uniform at longer budgets** (each run's schedule decayed to zero at its end; zero-shot on the "
@@ -206,21 +245,27 @@ def main() -> int:
                f"{', '.join(map(str, table['budgets']))}, and any longer ones above; \"<\": its largest budget B ends "
                f"below uniform's, so it saves less than 1 - B/N, possibly nothing; \"≥\": its smallest budget "
                f"already reaches):", "",
-           "| arm | " + " | ".join(f"vs uniform@{n} (per seed) | median | share of the strongest oracle's" for n in beyond) + " |",
-           "|---|" + "---|---|---|" * len(beyond)]
+           "| arm | " + " | ".join(f"vs uniform@{n} (per seed) | median | share of the strongest oracle's"
+                                  + (" | compute saved (per seed; median)" if n in with_compute else "") for n in beyond)
+           + " |", "|---|" + "".join("---|---|---|" + ("---|" if n in with_compute else "") for n in beyond)]
     for arm in arms:
         row = [arm]
         for n in beyond:
             own = sorted((c for c in cells if c["arm"] == arm and c["uniform_steps"] == n), key=lambda c: c["seed"])
             row += [", ".join(pct(c["updates_saved"], c["mark"]) for c in own), pct(*medians[f"{arm}@{n}"]),
                     oracle_share(medians, arm, n)]
+            if n in with_compute:
+                row.append(compute_cell(own))
         md.append("| " + " | ".join(row) + " |")
     md.append("")
     md.append("Share of the strongest oracle's: the arm's median saving over the largest exact median saving of the "
               "perfect filters at the same uniform budget (oracle: clean pairs only; oracle_filter: in the loop at "
               "f = 0.5; oracle_graded: in the loop, grading the noise kinds; the issue's target is 60%); \"≤\" or "
               "\"≥\" where the arm's median is a bound; none where no oracle's median is exact, or one whose runs stop "
-              "short (a bound) may save more than the strongest exact one.")
+              "short (a bound) may save more than the strongest exact one. Compute saved (where every run involved "
+              "recorded its FLOP ledger): the arm's FLOPs at the budget it needs, linear between its two budgets as "
+              "the updates are, learner, proxy scoring and training and the reference's training and caching in full, "
+              "over uniform's FLOPs at its budget.")
     md.append("")
     text = "\n".join(md)
     os.makedirs(a.results, exist_ok=True)

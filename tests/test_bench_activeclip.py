@@ -131,6 +131,7 @@ def test_arms_alone_at_a_longer_budget_join_the_longer_table(tmp_path: Path) -> 
     (row,) = res["rows"]
     assert row["arm"] == "oracle" and res["budgets"] == [8] and row["end_8"] == row["end_zeroshot"]
     assert 0 <= row["end_zeroshot"] <= 1 and row["final_r1_i2t"] is not None
+    assert row["flops_8"] > 0 and row["flops_reference"] == 0  # its FLOP ledger (the oracle trains no reference)
     env = dict(os.environ, PYTHONPATH=os.path.join(BENCH, "..", "src"))
     merged = subprocess.run([sys.executable, os.path.join(BENCH, "activeclip.py"), f"--merge={tmp_path / 'res' / 'o8.json'}",
                              f"--results={tmp_path / 'merged'}", "--name=o8"], env=env, capture_output=True, text=True,
@@ -150,6 +151,12 @@ def test_arms_alone_at_a_longer_budget_join_the_longer_table(tmp_path: Path) -> 
     assert longer["arms_longer"]["oracle@seed0"] == {"8": row["end_zeroshot"]}
     (cell,) = [c for c in longer["savings"] if c["arm"] == "oracle"]
     assert cell["arm_budgets"] == [4, 8] and cell["uniform_steps"] == 8
+    # every run recorded its ledger, so the oracle's compute against uniform@8 is set too: the same
+    # per-step cost as uniform's (the filter is free), so compute saved = updates saved where it reaches
+    if cell["mark"] != "<":
+        assert cell["compute_saved"] == pytest.approx(cell["updates_saved"], abs=0.02)
+    else:
+        assert cell["compute_saved"] is not None
     nothing = _bench("activeclip.py", tmp_path, "--arms=uniform", "--no-uniform", f"--out={tmp_path / 'none'}")
     assert nothing.returncode != 0 and "name one besides uniform" in nothing.stderr
 

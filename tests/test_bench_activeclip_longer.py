@@ -174,3 +174,38 @@ def test_tables_of_the_same_uniform_runs_join(tmp_path: Path) -> None:
     second.write_text(json.dumps(other))
     r = _run(tmp_path, Path(f"{table},{second}"), uniform)
     assert r.returncode != 0 and "uniform ends" in r.stderr
+
+
+def test_compute_saved_from_the_runs_flop_ledgers(tmp_path: Path) -> None:
+    """Where every run recorded its ledger (flops_<steps>), the arm's FLOPs at the budget it needs
+    (linear between its budgets) over uniform's at its budget; older files without one get none."""
+    table, uniform = _write(tmp_path)
+    t = json.loads(table.read_text())
+    for r in t["rows"]:  # activeclip seed 0: 1.1 per step + a one-off 100 (the reference)
+        if r["arm"] == "activeclip" and r["seed"] == 0:
+            r.update({"flops_1000": 1200.0, "flops_2000": 2300.0, "flops_reference": 100.0})
+    table.write_text(json.dumps(t))
+    for path in uniform:  # uniform: 1 per step
+        part = json.loads(path.read_text())
+        part["rows"][0]["flops_3000"] = 3000.0
+        path.write_text(json.dumps(part))
+    r = _run(tmp_path, table, uniform)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "res" / "activeclip-longer.json").read_text())
+    cells = {(c["arm"], c["seed"]): c for c in res["savings"]}
+    # it needs 1500 steps: 1200 + 0.5 * 1100 = 1750 FLOPs against uniform's 3000
+    assert cells["activeclip", 0]["compute_saved"] == pytest.approx(1 - 1750 / 3000)
+    assert cells["activeclip", 1]["compute_saved"] is None and cells["hard_learner", 0]["compute_saved"] is None
+    md = (tmp_path / "res" / "activeclip-longer.md").read_text()
+    assert "compute saved (per seed; median)" in md and "| 42%, n/a |" in md
+
+
+def test_flops_at_interpolates_between_budgets() -> None:
+    sys.path.insert(0, BENCH)
+    try:
+        from activeclip_longer import flops_at
+    finally:
+        sys.path.remove(BENCH)
+    assert flops_at(1500, {1000.0: 10.0, 2000.0: 30.0}) == pytest.approx(20.0)
+    assert flops_at(2000, {1000.0: 10.0, 2000.0: 30.0}) == 30.0 and flops_at(800, {1000.0: 10.0}) == 10.0
+    assert flops_at(2500, {1000.0: 10.0, 2000.0: 30.0}) is None
