@@ -228,12 +228,13 @@ def main() -> int:
             f"{r['end_zeroshot']:.3f} (R@1 {r['final_r1_i2t']:.3f} / {r['final_r1_t2i']:.3f})" if r else "-" for r in rs)
             + f" | {analysis.median(ends):.3f} | {spread[n] * 100:.1f} pts |")
     if longer:
-        md += ["", "**Arms at longer budgets** (zero-shot at the end; uniform's at the same budget in brackets):", "",
+        md += ["", "**Arms at longer budgets** (zero-shot at the end; uniform's at the same budget in brackets, "
+                   "where it was trained that long):", "",
                "| arm | steps | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|---|" + "---|" * len(seeds)]
         for (arm, n) in sorted({(arm, n) for (arm, _), d in longer.items() for n in d}):
             md.append(f"| {arm} | {n} | " + " | ".join(
-                f"{longer[arm, s][n]:.3f} ({uniform[n][s]['end_zeroshot']:.3f})"
-                if n in longer.get((arm, s), {}) and s in uniform.get(n, {}) else "-" for s in seeds) + " |")
+                f"{longer[arm, s][n]:.3f}" + (f" ({uniform[n][s]['end_zeroshot']:.3f})" if s in uniform.get(n, {}) else "")
+                if n in longer.get((arm, s), {}) else "-" for s in seeds) + " |")
     if again:
         md += ["", "**Uniform trained again** (a later file's uniform run at a budget and seed an earlier file already "
                    "gave, e.g. an arm's bench run without the first run's folder; the first is the target; the "

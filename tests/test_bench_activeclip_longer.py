@@ -90,13 +90,17 @@ def test_an_arm_run_at_a_longer_budget_joins_its_budget_ends(tmp_path: Path) -> 
     # hard_learner seed 0 ends 0.40 at 2000 and 0.62 at 3000: it needs 2000 + 0.20 / 0.22 * 1000 steps for 0.60
     part["rows"].append({"arm": "hard_learner", "seed": 0, "end_zeroshot": 0.62})
     uniform[0].write_text(json.dumps(part))
-    r = _run(tmp_path, table, uniform)
+    alone = tmp_path / "ac4000.json"  # an arm alone at a budget uniform was not trained at
+    alone.write_text(json.dumps({"command": "x", "budgets": [4000], "settings": SETTINGS.format(n=4000, b=4000),
+                                 "rows": [{"arm": "activeclip", "seed": 0, "end_zeroshot": 0.8}]}))
+    r = _run(tmp_path, table, [*uniform, alone])
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "res" / "activeclip-longer.json").read_text())
     cell = next(c for c in res["savings"] if c["arm"] == "hard_learner" and c["seed"] == 0)
     assert cell["mark"] == "" and cell["needed_steps"] == pytest.approx(2000 + 0.2 / 0.22 * 1000)
     assert cell["arm_budgets"] == [2000, 3000]
-    assert "| hard_learner | 3000 | 0.620 (0.600) | - |" in (tmp_path / "res" / "activeclip-longer.md").read_text()
+    md = (tmp_path / "res" / "activeclip-longer.md").read_text()
+    assert "| hard_learner | 3000 | 0.620 (0.600) | - |" in md and "| activeclip | 4000 | 0.800 | - |" in md
 
 
 def test_uniform_trained_again_is_reported_and_the_first_stays_the_target(tmp_path: Path) -> None:
