@@ -101,8 +101,7 @@ BENCH_OVERRIDES = ["--task=clip", "--pairs.logit_bias_init=-5", *[f"--pairs.{k}=
 # from scikit-learn's 8x8 digits: 359 test digits, a 300-digit curated reference trained 1170 epochs
 # (2 full batches of 128 an epoch: 2340 steps, the steps of the garments' reference, 30 epochs of 78),
 # the other 1138 digits rendered 64 times each in the pool (72.8k pairs) on a 24-pixel canvas (the
-# digits are 8x8). (A first run trained the digits' reference 200 epochs, 400 steps: it reached 0.19
-# zero-shot and ActiveCLIP then filtered almost no noise: bench/results/activeclip-digits.md.)
+# digits are 8x8). (A first run trained it 200 epochs, 400 steps, by a miscount: README point 8.)
 DATASETS = {
     "fashion_mnist": [],
     "digits": ["--data.source=digits", "--data.reference_size=300", "--data.pool_size=0", "--pairs.image_size=24",
