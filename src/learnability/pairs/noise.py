@@ -144,11 +144,11 @@ def _duplicate(pairs: PairSet, captions: list[str], code: torch.Tensor, truth: l
 
 
 def synthetic_vocabulary(class_names: tuple[str, ...] | list[str] = CLASS_NAMES) -> list[str]:
-    """The vocabulary of built-in pairs with classes `class_names` (default Fashion-MNIST's), fixed
-    by their grammar: the special tokens, then every word a caption, hard negative, prompt or junk alt-text can hold, sorted (junk numbers map to UNK).
-    Independent of the caption noise, so a clean and a noisy pool give the learner the same
-    token ids (a vocabulary sorted by word counts would differ, and with it every word's initial
-    embedding)."""
+    """The vocabulary of built-in pairs with classes `class_names` (default Fashion-MNIST's), fixed by
+    their grammar: the special tokens, then every word a caption, hard negative, prompt or junk alt-text
+    can hold, sorted (junk numbers map to UNK). Independent of the caption noise, so a clean and a noisy
+    pool give the learner the same token ids (a vocabulary sorted by word counts would differ, and with
+    it every word's initial embedding)."""
     from learnability.pairs.captions import grammar_words
     from learnability.pairs.tokenizer import SPECIALS, split_words
 

@@ -1,12 +1,12 @@
 """Built-in compositional image-text pairs from Fashion-MNIST (or scikit-learn's 8x8 digits).
 
 Each 28x28 garment (or digit: `OBJECT_WORDS` names each source's classes) is coloured (`COLOURS`),
-scaled (small: 0.3 of the canvas side, large: half) and placed in one quadrant of a black `canvas` x `canvas` RGB image, with a random offset inside
-the quadrant when small. With `two_objects` > 0 that fraction of images holds a second garment (an
-image drawn from the same split) in another quadrant, and the caption describes both. Captions
-come from templates and synonyms (`pairs.captions`). Every draw is a hash of (seed, id), so an
-example looks the same whatever else is in the set, except the choice of second garment, which
-indexes the split it is rendered from.
+scaled (small: 0.3 of the canvas side, large: half) and placed in one quadrant of a black `canvas` x
+`canvas` RGB image, with a random offset inside the quadrant when small. With `two_objects` > 0 that
+fraction of images holds a second garment (an image drawn from the same split) in another quadrant,
+and the caption describes both. Captions come from templates and synonyms (`pairs.captions`). Every
+draw is a hash of (seed, id), so an example looks the same whatever else is in the set, except the
+choice of second garment, which indexes the split it is rendered from.
 
 With `renderings` K > 1 each garment is rendered K times, each rendering with its own colour, size,
 position and caption-style draws and its own stable id `garment_id * K + k` (k < K): K distinct
