@@ -7,6 +7,7 @@
     python bench/activeclip.py --smoke              # tiny settings, seconds: the path the tests run
     python bench/activeclip.py --arms=activeclip_early,activeclip_late --name=activeclip-windows   # early or late?
     python bench/activeclip.py --arms=oracle --train.steps=5000 --budgets=1 --no-uniform   # ends only, for activeclip_longer.py
+    python bench/activeclip.py --dataset=digits     # the same bench on pairs rendered from digits (the second dataset)
 
 The pool carries mixed web-like noise (`NOISE`: swapped, uninformative and wrong-attribute captions,
 and duplicated pairs; 80% of the pairs in all) and renders each of its 50k garments 4 times (own
