@@ -173,3 +173,22 @@ def test_the_second_dataset_runs_the_same_bench_on_digits(tmp_path: Path) -> Non
     assert cfg["data"]["source"] == "digits" and cfg["pairs"]["image_size"] == 24
     vocab = json.loads((run / "tokenizer.json").read_text())["vocab"]
     assert "seven" in vocab and "sneaker" not in vocab
+
+
+def test_reference_probe_trains_then_reloads_each_proxy(tmp_path: Path) -> None:
+    """bench/activeclip_reference.py: one reference per proxy, evaluated; a second run loads them
+    from --out (no training) and reports the very same accuracies and costs."""
+    runs = []
+    for _ in range(2):
+        r = _bench("activeclip_reference.py", tmp_path, "--dataset=digits", "--pairs.renderings=4",
+                   "--proxies=dual_cnn_tiny,dual_cnn_tiny_fullres")
+        assert r.returncode == 0, r.stderr[-2000:]
+        runs.append(json.loads((tmp_path / "res" / "activeclip-reference-digits.json").read_text())["rows"])
+    assert runs[0] == runs[1]
+    rows = {r["proxy"]: r for r in runs[0]}
+    assert set(rows) == {"dual_cnn_tiny", "dual_cnn_tiny_fullres"}
+    assert all(0 <= r[k] <= 1 for r in rows.values() for k in ("zero_shot", "r1_i2t", "train_zero_shot"))
+    # no 2x pooling: about four times the image tower's FLOPs, so a smaller learner/proxy ratio
+    assert rows["dual_cnn_tiny"]["learner_over_proxy_flops"] > 3 * rows["dual_cnn_tiny_fullres"]["learner_over_proxy_flops"]
+    assert (tmp_path / "runs" / "seed0" / "dual_cnn_tiny_fullres" / "reference" / "meta.json").is_file()
+    assert "| dual_cnn_tiny_fullres |" in (tmp_path / "res" / "activeclip-reference-digits.md").read_text()

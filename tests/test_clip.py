@@ -163,6 +163,9 @@ def test_dual_cnn_tiny_is_a_cheap_proxy_with_closed_form_cost():
     full = measure_loss_cost(proxy, actor_loss_fn("dot"), batch).forward
     assert full == pytest.approx(cnn_cost((3, 20, 20), 8, 64).forward + 2 * 64 * 64)
     assert measure_loss_cost(learner, actor_loss_fn("dot"), batch).forward >= 10 * full  # the 10x rule
+    # the full-resolution variant: the same CNN on the 40x40 images, no pooling
+    fullres = measure_loss_cost(build_dual("dual_cnn_tiny_fullres", shape, 100, 32), actor_loss_fn("dot"), batch).forward
+    assert fullres == pytest.approx(cnn_cost(shape, 8, 64).forward + 2 * 64 * 64)
 
 
 @pytest.mark.skipif(not FMNIST, reason="dataset-fashion-mnist is not installed")
