@@ -32,10 +32,11 @@ demo: setup data
 	$(BIN)/learnability demo
 
 # HYPOTHESIS_PROFILE=ci: the property tests draw a fixed example sequence (tests/conftest.py), never flaky.
+# --durations: each part names its slowest tests, so the 15-minute budget's drift shows in every CI log.
 test: setup data
-	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q -m "not slow and not ray"
-	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q -m slow
-	$(BIN)/python -m pytest -q -m ray
+	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q --durations=5 -m "not slow and not ray"
+	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q --durations=5 -m slow
+	$(BIN)/python -m pytest -q --durations=5 -m ray
 
 test-fast: setup
 	$(BIN)/python -m pytest -q
