@@ -25,6 +25,7 @@ import torch
 from activeclip import BENCH_OVERRIDES, DATASETS, SMOKE
 from common import machine
 from learnability import config as C
+from learnability.errors import ConfigError
 from learnability.flops import Ledger, measure_loss_cost
 from learnability.io import atomic_write_text
 from learnability.pairs.build import build_pairs
@@ -72,10 +73,21 @@ def main() -> int:
     p.add_argument("--smoke", action="store_true", help="tiny settings (seconds), for the tests")
     a, extra = p.parse_known_args()
     proxies = [x for x in a.proxies.split(",") if x]
-    base = C.apply_overrides(C.RunConfig(), BENCH_OVERRIDES + DATASETS[a.dataset] + (SMOKE if a.smoke else []) + extra)
+    if not proxies:
+        raise SystemExit("error: --proxies names no architecture, e.g. --proxies=dual_cnn_tiny,dual_cnn_tiny_fullres")
+    try:
+        seeds = [int(s) for s in a.seeds.split(",")]
+    except ValueError:
+        raise SystemExit(f"error: --seeds takes a comma list of integers, e.g. 0,1,2; got {a.seeds!r}")
+    try:  # every proxy's config checked before any data loads
+        base = C.apply_overrides(C.RunConfig(), BENCH_OVERRIDES + DATASETS[a.dataset] + (SMOKE if a.smoke else []) + extra)
+        for proxy in proxies:
+            C.validate(dataclasses.replace(base, pairs=dataclasses.replace(base.pairs, proxy=proxy)))
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}")
     torch.set_num_threads(base.train.threads or torch.get_num_threads())
     rows = []
-    for seed in (int(s) for s in a.seeds.split(",")):
+    for seed in seeds:
         cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, seed=seed),
                                   train=dataclasses.replace(base.train, seed=seed))
         data = build_pairs(cfg)
@@ -83,7 +95,6 @@ def main() -> int:
             out = os.path.join(a.out, f"seed{seed}", proxy)
             c = dataclasses.replace(cfg, out=out, pairs=dataclasses.replace(cfg.pairs, proxy=proxy),
                                     reference=dataclasses.replace(cfg.reference, dir=os.path.join(out, "reference")))
-            C.validate(c)
             os.makedirs(out, exist_ok=True)
             rows.append({"proxy": proxy, "seed": seed, **probe(c, data)})
             print(json.dumps(rows[-1]), flush=True)

@@ -192,3 +192,13 @@ def test_reference_probe_trains_then_reloads_each_proxy(tmp_path: Path) -> None:
     assert rows["dual_cnn_tiny"]["learner_over_proxy_flops"] > 3 * rows["dual_cnn_tiny_fullres"]["learner_over_proxy_flops"]
     assert (tmp_path / "runs" / "seed0" / "dual_cnn_tiny_fullres" / "reference" / "meta.json").is_file()
     assert "| dual_cnn_tiny_fullres |" in (tmp_path / "res" / "activeclip-reference-digits.md").read_text()
+
+
+@pytest.mark.parametrize("arg, says", [("--proxies=nope", "pairs.proxy must be one of"),
+                                       ("--proxies=", "--proxies names no architecture"),
+                                       ("--seeds=a", "--seeds takes a comma list of integers"),
+                                       ("--pairs.bogus=1", "bogus")])
+def test_reference_probe_refuses_bad_input_before_loading_data(tmp_path: Path, arg: str, says: str) -> None:
+    r = _bench("activeclip_reference.py", tmp_path, "--dataset=digits", arg)
+    assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, r.stderr[-1000:]
+    assert not (tmp_path / "runs").exists()
