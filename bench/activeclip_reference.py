@@ -29,6 +29,7 @@ from learnability.errors import ConfigError
 from learnability.flops import Ledger, measure_loss_cost
 from learnability.io import atomic_write_text
 from learnability.pairs.build import build_pairs
+from learnability.runtime import seeded
 from learnability.tasks.clip import ClipTask
 
 KEYS = ("zero_shot", "r1_i2t", "r1_t2i", "train_zero_shot")
@@ -37,7 +38,8 @@ KEYS = ("zero_shot", "r1_i2t", "r1_t2i", "train_zero_shot")
 def probe(cfg: C.RunConfig, data) -> dict:
     """Train (or load) `cfg`'s reference and evaluate it as the bench evaluates its learner."""
     task = ClipTask(cfg, data, torch.device("cpu"), autocast=False)
-    model, ledger = task.build_model("proxy"), Ledger()
+    # initialised exactly as the bench's reference (`runtime.build_selection`), so --out can serve as its --reference.dir
+    model, ledger = seeded(lambda: task.build_model("proxy"), cfg.train.seed + 2, torch.device("cpu")), Ledger()
     task.prepare_reference(model, ledger)  # trains it, or loads it (and its cost) from --out
     row = task.evaluate(model, final=True)
     batch = (task.pool.images[:8], task.tokens[:8])

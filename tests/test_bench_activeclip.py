@@ -202,3 +202,16 @@ def test_reference_probe_refuses_bad_input_before_loading_data(tmp_path: Path, a
     r = _bench("activeclip_reference.py", tmp_path, "--dataset=digits", arg)
     assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, r.stderr[-1000:]
     assert not (tmp_path / "runs").exists()
+
+
+def test_reference_probe_trains_the_very_reference_the_bench_trains(tmp_path: Path) -> None:
+    """Same seed, same settings: the probe's reference and the bench's have the same weights, so the
+    probe's --out can stand in for a bench's reference folder."""
+    args = ("--dataset=digits", "--pairs.renderings=4")
+    probe = _bench("activeclip_reference.py", tmp_path / "probe", *args, "--proxies=dual_cnn_tiny")
+    bench = _bench("activeclip.py", tmp_path / "bench", *args, "--arms=activeclip", "--budgets=1")
+    assert probe.returncode == 0 and bench.returncode == 0, (probe.stderr + bench.stderr)[-2000:]
+    metas = [json.loads(p.read_text())["weights_fingerprint"] for p in (
+        tmp_path / "probe" / "runs" / "seed0" / "dual_cnn_tiny" / "reference" / "meta.json",
+        tmp_path / "bench" / "runs" / "seed0" / "reference" / "meta.json")]
+    assert metas[0] == metas[1]
