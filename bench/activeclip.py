@@ -383,6 +383,8 @@ def main() -> int:
     if d.source != "fashion_mnist":  # digits: sizes follow from test_fraction and reference_size
         train, test = load_source(d.source, test_fraction=d.test_fraction)
         pool, n_test = d.pool_size or len(train) - d.reference_size, min(d.test_size or len(test), len(test))
+    if d.val_size:  # tuning: every figure is on held-out training images; the test split is never evaluated
+        pool, n_test = d.pool_size or pool - d.val_size, min(d.test_size or d.val_size, d.val_size)
     renders = (f" {'garments' if d.source == 'fashion_mnist' else 'images'} x {pr.renderings} renderings = "
                f"{pool * pr.renderings} pairs" if pr.renderings > 1 else "")
     settings = ("" if d.source == "fashion_mnist" else f"data {d.source} on a {pr.image_size}-pixel canvas; ") + (
@@ -391,7 +393,7 @@ def main() -> int:
                 f"{t.steps} steps, lr {t.lr:g} ({t.schedule} to {t.final_lr_fraction:g}, warm-up {t.warmup}), initial logit "
                 f"scale/bias {pr.logit_scale_init:g}/{pr.logit_bias_init:g}, pool {pool}{renders}, "
                 f"eval every "
-                f"{t.eval_every} on {n_test} test images, reference {base.reference.epochs} epochs on "
+                f"{t.eval_every} on {n_test} {'VALIDATION (data.val_size; not test)' if d.val_size else 'test'} images, reference {base.reference.epochs} epochs on "
                 f"{d.reference_size} curated pairs, torch threads {t.threads or 'default'}; budgets "
                 f"{', '.join(map(str, budgets))} steps")
     if a.collect:

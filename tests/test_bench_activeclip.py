@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,16 +75,21 @@ def test_every_arm_runs_and_the_table_holds_each(tmp_path: Path) -> None:
     assert "share of oracle / oracle_filter's" in md
 
 
-def test_oracle_script_runs_uniform_and_the_oracles_only(tmp_path: Path) -> None:
-    r = _bench("activeclip_oracle.py", tmp_path)
+def test_oracle_script_runs_uniform_and_the_oracles_only_and_passes_renderings_through(tmp_path: Path) -> None:
+    r = _bench("activeclip_oracle.py", tmp_path, "--pairs.renderings=2")
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "res" / "activeclip-oracle.json").read_text())
     assert [row["arm"] for row in res["rows"]] == ["uniform", "oracle", "oracle_filter"]
+    assert "400 garments x 2 renderings = 800 pairs" in res["settings"]
+    runs = tmp_path / "runs" / "seed0"
+    assert json.loads((runs / "uniform" / "summary.json").read_text())["pool_size"] == 800
+    assert json.loads((runs / "oracle" / "summary.json").read_text())["pool_size"] == 160  # the clean 20% of the pairs (80% noise)
     # --collect: the rows of the arms that finished, as after an interrupted bench
-    r = _bench("activeclip.py", tmp_path, f"--collect={tmp_path / 'runs'}", "--name=collected")
+    r = _bench("activeclip.py", tmp_path, f"--collect={tmp_path / 'runs'}", "--name=collected", "--pairs.renderings=2")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = json.loads((tmp_path / "res" / "collected.json").read_text())["rows"]
     assert [row["arm"] for row in rows] == ["uniform", "oracle", "oracle_filter"]
+    assert rows == res["rows"]
 
 
 def test_diagnosis_smoke_checks_the_pools_and_trains_both_vocabularies(tmp_path: Path) -> None:
@@ -103,16 +109,6 @@ def test_diagnosis_smoke_checks_the_pools_and_trains_both_vocabularies(tmp_path:
     r = subprocess.run(args + ["--collect"], env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((tmp_path / "res" / "activeclip-diagnosis.json").read_text())["rows"] == res["rows"]
-
-
-def test_oracle_script_passes_renderings_through(tmp_path: Path) -> None:
-    r = _bench("activeclip_oracle.py", tmp_path, "--pairs.renderings=2", "--name=oracle-r2")
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads((tmp_path / "res" / "oracle-r2.json").read_text())
-    assert "400 garments x 2 renderings = 800 pairs" in res["settings"]
-    runs = tmp_path / "runs" / "seed0"
-    assert json.loads((runs / "uniform" / "summary.json").read_text())["pool_size"] == 800
-    assert json.loads((runs / "oracle" / "summary.json").read_text())["pool_size"] == 160  # the clean 20% of the pairs (80% noise)
 
 
 def test_arms_alone_at_a_longer_budget_join_the_longer_table(tmp_path: Path) -> None:
@@ -161,37 +157,54 @@ def test_arms_alone_at_a_longer_budget_join_the_longer_table(tmp_path: Path) -> 
     assert nothing.returncode != 0 and "name one besides uniform" in nothing.stderr
 
 
-def test_the_second_dataset_runs_the_same_bench_on_digits(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits bench (uniform, oracle, activeclip) and the reference probe run twice, at 4
+    renderings, once for the tests below (each bench subprocess costs seconds of start-up)."""
+    tmp = tmp_path_factory.mktemp("digits")
+    args = ("--dataset=digits", "--pairs.renderings=4")
+    bench = _bench("activeclip.py", tmp / "bench", *args, "--arms=oracle,activeclip", "--budgets=1")
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    for k in range(2):
+        probe = _bench("activeclip_reference.py", tmp / "probe", *args, "--proxies=dual_cnn_tiny,dual_cnn_tiny_fullres")
+        assert probe.returncode == 0, probe.stderr[-2000:]
+        shutil.copy(tmp / "probe" / "res" / "activeclip-reference-digits.json", tmp / f"probe{k}.json")
+    return tmp
+
+
+def test_the_second_dataset_runs_the_same_bench_on_digits(digits: Path) -> None:
     """--dataset=digits: the same arms and protocol on pairs rendered from scikit-learn's digits."""
-    r = _bench("activeclip.py", tmp_path, "--dataset=digits", "--arms=oracle,activeclip", "--budgets=1")
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads((tmp_path / "res" / "activeclip.json").read_text())
+    res = json.loads((digits / "bench" / "res" / "activeclip.json").read_text())
     assert [row["arm"] for row in res["rows"]] == ["uniform", "oracle", "activeclip"]
-    assert res["settings"].startswith("data digits on a 24-pixel canvas; ") and "64 renderings" in res["settings"]
-    run = tmp_path / "runs" / "seed0" / "uniform"
+    assert res["settings"].startswith("data digits on a 24-pixel canvas; ") and "x 4 renderings" in res["settings"]
+    run = digits / "bench" / "runs" / "seed0" / "uniform"
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["data"]["source"] == "digits" and cfg["pairs"]["image_size"] == 24
+    assert cfg["data"]["source"] == "digits" and cfg["pairs"]["image_size"] == 24 and cfg["pairs"]["renderings"] == 4
     vocab = json.loads((run / "tokenizer.json").read_text())["vocab"]
     assert "seven" in vocab and "sneaker" not in vocab
 
 
-def test_reference_probe_trains_then_reloads_each_proxy(tmp_path: Path) -> None:
+def test_reference_probe_trains_then_reloads_each_proxy(digits: Path) -> None:
     """bench/activeclip_reference.py: one reference per proxy, evaluated; a second run loads them
     from --out (no training) and reports the very same accuracies and costs."""
-    runs = []
-    for _ in range(2):
-        r = _bench("activeclip_reference.py", tmp_path, "--dataset=digits", "--pairs.renderings=4",
-                   "--proxies=dual_cnn_tiny,dual_cnn_tiny_fullres")
-        assert r.returncode == 0, r.stderr[-2000:]
-        runs.append(json.loads((tmp_path / "res" / "activeclip-reference-digits.json").read_text())["rows"])
+    runs = [json.loads((digits / f"probe{k}.json").read_text())["rows"] for k in range(2)]
     assert runs[0] == runs[1]
     rows = {r["proxy"]: r for r in runs[0]}
     assert set(rows) == {"dual_cnn_tiny", "dual_cnn_tiny_fullres"}
     assert all(0 <= r[k] <= 1 for r in rows.values() for k in ("zero_shot", "r1_i2t", "train_zero_shot"))
     # no 2x pooling: about four times the image tower's FLOPs, so a smaller learner/proxy ratio
     assert rows["dual_cnn_tiny"]["learner_over_proxy_flops"] > 3 * rows["dual_cnn_tiny_fullres"]["learner_over_proxy_flops"]
-    assert (tmp_path / "runs" / "seed0" / "dual_cnn_tiny_fullres" / "reference" / "meta.json").is_file()
-    assert "| dual_cnn_tiny_fullres |" in (tmp_path / "res" / "activeclip-reference-digits.md").read_text()
+    assert (digits / "probe" / "runs" / "seed0" / "dual_cnn_tiny_fullres" / "reference" / "meta.json").is_file()
+    assert "| dual_cnn_tiny_fullres |" in (digits / "probe" / "res" / "activeclip-reference-digits.md").read_text()
+
+
+def test_reference_probe_trains_the_very_reference_the_bench_trains(digits: Path) -> None:
+    """Same seed, same settings: the probe's reference and the bench's have the same weights, so the
+    probe's --out can stand in for a bench's reference folder."""
+    metas = [json.loads(p.read_text())["weights_fingerprint"] for p in (
+        digits / "probe" / "runs" / "seed0" / "dual_cnn_tiny" / "reference" / "meta.json",
+        digits / "bench" / "runs" / "seed0" / "reference" / "meta.json")]
+    assert metas[0] == metas[1]
 
 
 @pytest.mark.parametrize("arg, says", [("--proxies=nope", "pairs.proxy must be one of"),
@@ -202,16 +215,3 @@ def test_reference_probe_refuses_bad_input_before_loading_data(tmp_path: Path, a
     r = _bench("activeclip_reference.py", tmp_path, "--dataset=digits", arg)
     assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, r.stderr[-1000:]
     assert not (tmp_path / "runs").exists()
-
-
-def test_reference_probe_trains_the_very_reference_the_bench_trains(tmp_path: Path) -> None:
-    """Same seed, same settings: the probe's reference and the bench's have the same weights, so the
-    probe's --out can stand in for a bench's reference folder."""
-    args = ("--dataset=digits", "--pairs.renderings=4")
-    probe = _bench("activeclip_reference.py", tmp_path / "probe", *args, "--proxies=dual_cnn_tiny")
-    bench = _bench("activeclip.py", tmp_path / "bench", *args, "--arms=activeclip", "--budgets=1")
-    assert probe.returncode == 0 and bench.returncode == 0, (probe.stderr + bench.stderr)[-2000:]
-    metas = [json.loads(p.read_text())["weights_fingerprint"] for p in (
-        tmp_path / "probe" / "runs" / "seed0" / "dual_cnn_tiny" / "reference" / "meta.json",
-        tmp_path / "bench" / "runs" / "seed0" / "reference" / "meta.json")]
-    assert metas[0] == metas[1]

@@ -334,6 +334,38 @@ def test_splits_disjoint_stable_and_checked() -> None:
         make_splits(train, _imageset(5, shape=(1, 5, 5)), reference_size=5)
 
 
+def test_validation_split_is_held_out_of_training_and_leaves_the_rest_as_it_was() -> None:
+    train, test = _imageset(50, id_offset=1000), _imageset(10, seed=1)
+    plain = make_splits(train, test, reference_size=12, seed=3)
+    for order in ("permutation", "bijection"):
+        s = make_splits(train, test, reference_size=12, seed=3, val_size=8, order=order)
+        val, pool, ref = (set(p.ids.tolist()) for p in (s.test, s.pool, s.reference))
+        assert len(val) == 8 and len(pool) == 30 and len(ref) == 12  # the test split is never returned
+        assert not val & pool and not val & ref and val | pool | ref == set(range(1000, 1050))
+        assert torch.equal(s.test.x, train.x[s.test.ids - 1000]) and torch.equal(s.test.y, train.y[s.test.ids - 1000])
+        base = make_splits(train, test, reference_size=12, seed=3, order=order)
+        assert torch.equal(torch.as_tensor(s.reference.ids), torch.as_tensor(base.reference.ids))  # same curated set
+        assert torch.equal(torch.as_tensor(s.pool.ids), torch.as_tensor(base.pool.ids)[:30])  # the pool's order kept
+    assert plain.test is test
+    with pytest.raises(ValueError, match="val_size"):
+        make_splits(train, test, reference_size=12, pool_size=30, val_size=9)
+    with pytest.raises(ValueError, match="val_size"):
+        make_splits(train, test, reference_size=12, val_size=-1)
+
+
+def test_validation_runs_evaluate_on_it_and_say_so(tmp_path) -> None:
+    from learnability.cli import main
+    base = ["run", "--data.source=digits", "--data.reference_size=200", "--data.label_noise=0.2", "--train.steps=4",
+            "--train.batch_size=16", "--train.eval_every=2", "--model.learner=mlp_small", "--reference.epochs=1"]
+    assert main(base + [f"--out={tmp_path / 'test'}"]) == 0
+    assert main(base + ["--data.val_size=300", f"--out={tmp_path / 'val'}"]) == 0
+    import json
+    test, val = (json.loads((tmp_path / k / "summary.json").read_text()) for k in ("test", "val"))
+    assert test["eval_split"] == "test" and val["eval_split"] == "validation"
+    assert val["pool_size"] == test["pool_size"] - 300
+    assert main(base + ["--data.val_size=-1", f"--out={tmp_path / 'bad'}"]) == 2
+
+
 def test_build_data_reference_too_large() -> None:
     with pytest.raises(ValueError, match="reference_size"):
         build_data(DataConfig(source="digits", reference_size=5000))

@@ -63,6 +63,18 @@ def test_digit_splits_are_seeded_and_disjoint() -> None:
     assert not torch.equal(other.test.ids, a.test.ids)
 
 
+def test_digit_pairs_validation_split_replaces_the_test_pairs_with_held_out_digits() -> None:
+    a, v = _digits(pool_size=0), _digits(pool_size=0, val_size=120, test_size=0)
+    train_ids = set(a.pool.ids.tolist()) | set(a.reference.ids.tolist())
+    assert len(v.test) == 120 and set(v.test.ids.tolist()) <= train_ids  # held-out training digits, not the test ones
+    assert set(v.test.ids.tolist()).isdisjoint(v.pool.ids.tolist()) and set(v.test.ids.tolist()).isdisjoint(v.reference.ids.tolist())
+    assert set(v.test.ids.tolist()).isdisjoint(a.test.ids.tolist())
+    assert torch.equal(v.reference.images, a.reference.images) and len(v.pool) == len(a.pool) - 120
+    assert (v.test.corruption == CLEAN).all()  # clean captions, like the test pairs
+    with pytest.raises(ValueError, match="val_size"):
+        _digits(pool_size=0, val_size=2000)
+
+
 def test_attribute_accuracy_uses_the_digits_class_words() -> None:
     s = _digits(swapped=0.0, wrong_attribute=0.0)
     seen: list[str] = []

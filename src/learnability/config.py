@@ -31,6 +31,7 @@ class DataConfig:
     reference_size: int = 10000    # clean curated examples held out of the pool for the reference
     pool_size: int = 0             # 0: every remaining training example
     test_size: int = 0             # 0: the whole test split; else its first n (fixed)
+    val_size: int = 0              # > 0: hold out n clean training examples and evaluate on them, not on the test split (tuning)
     label_noise: float = 0.4       # symmetric label noise in the pool (eta)
     duplicates: float = 0.0        # fraction of the pool replaced by near-duplicates
     junk: float = 0.0              # fraction of the pool replaced by noise or blank images
@@ -343,6 +344,7 @@ def validate(cfg: RunConfig) -> None:
         (d.reference_size >= 0, "data.reference_size", "must not be negative (data sizes)"),
         (d.pool_size >= 0, "data.pool_size", "must not be negative (data sizes; 0 = every remaining example)"),
         (d.test_size >= 0, "data.test_size", "must not be negative (data sizes; 0 = the whole test split)"),
+        (d.val_size >= 0, "data.val_size", "must not be negative (0: evaluate on the test split)"),
         (d.num_classes >= 0, "data.num_classes", "must not be negative (0 infers it from the labels)"),
         (d.image_size >= 1, "data.image_size", "must be >= 1"),
         (d.channels in (1, 3), "data.channels", "must be 1 (grayscale) or 3 (RGB)"),

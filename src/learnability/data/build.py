@@ -24,6 +24,7 @@ class DataSettings(Protocol):
     reference_size: int
     pool_size: int
     test_size: int
+    val_size: int
     label_noise: float
     duplicates: float
     junk: float
@@ -34,7 +35,8 @@ class DataSettings(Protocol):
 
 def build_data(cfg: DataSettings) -> Splits:
     """Load the source, split it, and corrupt the pool only (reference and test stay clean), all
-    shuffled by `data.order` (`sources.resolve_order`)."""
+    shuffled by `data.order` (`sources.resolve_order`). `data.val_size` > 0: the returned `test` is
+    a clean validation split held out of the training examples (`splits.make_splits`)."""
     order = resolve_order(cfg.order, cfg.source)
     train, test = load_source(cfg.source, path=cfg.path, image_size=cfg.image_size, channels=cfg.channels,
                               test_fraction=cfg.test_fraction, num_classes=cfg.num_classes, seed=cfg.seed, order=order)
@@ -42,7 +44,8 @@ def build_data(cfg: DataSettings) -> Splits:
     if cfg.source != "fashion_mnist" and reference_size >= len(train):
         raise ValueError(f"data.reference_size={reference_size} leaves no pool of the {len(train)} training "
                          f"examples of {cfg.source}; lower it")
-    splits = make_splits(train, test, reference_size=reference_size, pool_size=cfg.pool_size, seed=cfg.seed, order=order)
+    splits = make_splits(train, test, reference_size=reference_size, pool_size=cfg.pool_size, seed=cfg.seed, order=order,
+                         val_size=cfg.val_size)
     del train  # its per-id arrays are copied into the splits; a big pool should not hold them twice
     if cfg.test_size:
         splits.test = splits.test.subset(slice(0, cfg.test_size))

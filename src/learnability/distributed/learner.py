@@ -221,6 +221,7 @@ def _train(cfg, task, queue, learner, optimizer, ema, ema_flops, learner_cost, s
         "proxy_flops_ratio": (learner_cost.forward / selector.cost("proxy", example).forward)
         if selector.proxy is not None else None,
         "ledger": ledger.state_dict(), "pool_size": task.pool_size,
+        "eval_split": "validation" if cfg.data.val_size else "test",  # data.val_size: tuning never reads test
         **task.summary(selector, learner_cost, ema_flops, b, big_b),
         "ray": {"actors": q.actors, "publish_every": q.publish_every, "queue_size": q.queue_size,
                 "learner_steps_per_s": (t.steps - first + 1) / (wall - (ledger.seconds["eval"] - eval_before)),

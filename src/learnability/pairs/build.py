@@ -20,9 +20,13 @@ def build_pairs(cfg) -> tuple[PairSplits, int]:
     p, d = cfg.pairs, cfg.data
     if p.source == "synthetic":
         return synthetic_pairs(source=d.source, path=d.path, reference_size=d.reference_size, pool_size=d.pool_size,
-                               test_size=d.test_size, test_fraction=d.test_fraction, canvas=p.image_size, two_objects=p.two_objects,
+                               test_size=d.test_size, val_size=d.val_size, test_fraction=d.test_fraction, canvas=p.image_size, two_objects=p.two_objects,
                                swapped=p.swapped, uninformative=p.uninformative, wrong_attribute=p.wrong_attribute,
                                duplicates=p.duplicates, renderings=p.renderings, seed=d.seed), 0
+    if d.val_size:
+        raise ValueError(f"data.val_size={d.val_size} holds out built-in pairs for validation; pairs.source={p.source} "
+                         "brings its own: pass your validation pairs as --pairs.test_path while tuning, and leave "
+                         "data.val_size at 0")
     if p.renderings != 1:
         raise ValueError(f"pairs.renderings={p.renderings} renders the built-in pairs several times; "
                          f"pairs.source={p.source} brings its own images: leave pairs.renderings at 1")

@@ -127,13 +127,15 @@ def render_pairs(source: ImageSet, *, canvas: int = 40, two_objects: float = 0.0
 
 
 def make_pair_splits(train: ImageSet, test: ImageSet, *, reference_size: int, pool_size: int = 0, test_size: int = 0,
-                     canvas: int = 40, two_objects: float = 0.0, swapped: float = 0.0, uninformative: float = 0.0,
+                     val_size: int = 0, canvas: int = 40, two_objects: float = 0.0, swapped: float = 0.0, uninformative: float = 0.0,
                      wrong_attribute: float = 0.0, duplicates: float = 0.0, renderings: int = 1, seed: int = 0,
                      synonyms: tuple[tuple[str, ...], ...] = CLASS_SYNONYMS) -> PairSplits:
     """Split garments `train` into a pool and a curated reference set (`data.make_splits`), render
     all three splits, and corrupt the pool only (seed + 1): `swapped` captions taken from another
     example, `uninformative` ones replaced by junk alt-text, `wrong_attribute` ones with exactly
     one attribute wrong, `duplicates` exact copies of other pool pairs. Reference and test stay clean. `test_size` > 0 keeps the first n of `test`.
+`val_size` > 0 renders `val_size` held-out training garments as the test pairs instead (a clean
+validation split for tuning; `data.make_splits`).
 
     `renderings` K: the pool holds K renderings of each of its garments (K x pool_size pairs, held
     as uint8 when K > 1), corrupted per pair after rendering. The reference keeps one pair per
@@ -144,7 +146,8 @@ def make_pair_splits(train: ImageSet, test: ImageSet, *, reference_size: int, po
         raise ValueError(f"test_size must be >= 0 (0 = the whole test split); got {test_size}")
     if renderings < 1:
         raise ValueError(f"renderings must be >= 1 (renderings of each pool garment); got {renderings}")
-    splits = make_splits(train, test, reference_size=reference_size, pool_size=pool_size, seed=seed)
+    splits = make_splits(train, test, reference_size=reference_size, pool_size=pool_size, seed=seed, val_size=val_size)
+    test = splits.test
     test_src = test.subset(torch.arange(min(test_size, len(test)))) if test_size else test
     opts = dict(canvas=canvas, two_objects=two_objects, seed=seed, synonyms=synonyms)
     pool = render_pairs(splits.pool, **opts, salt=0, renderings=renderings, compact=renderings > 1)
@@ -155,7 +158,7 @@ def make_pair_splits(train: ImageSet, test: ImageSet, *, reference_size: int, po
 
 
 def synthetic_pairs(*, source: str = "fashion_mnist", path: str = "", reference_size: int = 10000, pool_size: int = 0,
-                    test_size: int = 0, test_fraction: float = 0.2, canvas: int = 40, two_objects: float = 0.0,
+                    test_size: int = 0, val_size: int = 0, test_fraction: float = 0.2, canvas: int = 40, two_objects: float = 0.0,
                     swapped: float = 0.3, uninformative: float = 0.0, wrong_attribute: float = 0.0,
                     duplicates: float = 0.0, renderings: int = 1, seed: int = 0) -> PairSplits:
     """Compositional pairs of a built-in `source` (`OBJECT_WORDS`). fashion_mnist: the 60k training
@@ -168,10 +171,11 @@ def synthetic_pairs(*, source: str = "fashion_mnist", path: str = "", reference_
         raise ValueError(f"built-in pairs are rendered from {' or '.join(OBJECT_WORDS)}; got data.source={source!r} "
                          "(bring other data as pairs.source=jsonl or shards)")
     train, test = load_source(source, path=path, test_fraction=test_fraction, seed=seed)
-    if reference_size >= len(train):
-        raise ValueError(f"data.reference_size={reference_size} leaves no pool of the {len(train)} training images "
-                         f"of {source}; lower it")
-    return make_pair_splits(train, test, reference_size=reference_size, pool_size=pool_size, test_size=test_size,
+    if reference_size + val_size >= len(train):
+        held = f"data.reference_size={reference_size}" + (f" plus data.val_size={val_size}" if val_size else "")
+        raise ValueError(f"{held} leaves no pool of the {len(train)} training images of {source}; "
+                         f"lower {'one of them' if val_size else 'it'}")
+    return make_pair_splits(train, test, reference_size=reference_size, pool_size=pool_size, test_size=test_size, val_size=val_size,
                             canvas=canvas, two_objects=two_objects, swapped=swapped, uninformative=uninformative,
                             wrong_attribute=wrong_attribute, duplicates=duplicates, renderings=renderings, seed=seed,
                             synonyms=OBJECT_WORDS[source])
