@@ -34,7 +34,10 @@ rate decayed to zero at its last step. Arms (`ARMS`):
 - activeclip, easy_reference, hard_learner (f = 0.5) and jest (joint, f = 0.8);
 - jest_f05: jest at activeclip's f = 0.5, which separates joint selection from harsher filtering;
 - activeclip_early / activeclip_late: activeclip selecting only in the first / second half
-  (`selection.end` / `selection.start`).
+  (`selection.end` / `selection.start`);
+- rho (diagnostic, only when named in --arms): RHO-LOSS, learnability with the learner's own loss
+  in place of the online proxy's: how much a better online model would change learnability's
+  ranking (it runs the learner forward on all B candidates, so it is not built to save compute).
 Any `--section.field=value` override applies to every arm (e.g. `--pairs.renderings=1
 --pairs.swapped=0.2 --pairs.uninformative=0.1 --data.test_size=3000` gives back the earlier, milder
 bench). Writes bench/results/<name>.json (a row per arm and seed) and a markdown table of medians.
@@ -87,7 +90,9 @@ ARMS = {
     "hard_learner": ("hard_learner", 0.5, None),
     "activeclip_early": ("activeclip", 0.5, (0.0, 0.5)),
     "activeclip_late": ("activeclip", 0.5, (0.5, 1.0)),
+    "rho": ("rho", 0.5, None),
 }
+DIAGNOSTIC = ("rho",)  # run only when named in --arms (not by default)
 # The actor (online proxy and reference): dual_cnn_tiny (a CNN on 2x-pooled images, bag-of-words
 # text, about 1/10 of the learner's forward FLOPs), scoring each candidate by its contrastive loss
 # within the super-batch; the reference trained 30 epochs on the 10k curated pairs. SigLIP's initial
@@ -344,7 +349,8 @@ def collect(outs: list[str], seeds: list[int], arms: list[str], budgets: list[in
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--arms", default=",".join(ARMS), help=f"comma list from {', '.join(ARMS)} (uniform is always run)")
+    p.add_argument("--arms", default=",".join(a for a in ARMS if a not in DIAGNOSTIC),
+                   help=f"comma list from {', '.join(ARMS)} (uniform is always run; {', '.join(DIAGNOSTIC)} only when named)")
     p.add_argument("--smoke", action="store_true", help="tiny settings (seconds), for the tests")
     p.add_argument("--dataset", default="fashion_mnist", choices=list(DATASETS),
                    help="the built-in pairs: Fashion-MNIST garments (the bench) or scikit-learn's digits (the second "

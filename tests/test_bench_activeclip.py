@@ -27,7 +27,7 @@ def test_every_arm_runs_and_the_table_holds_each(tmp_path: Path) -> None:
     r = _bench("activeclip.py", tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "res" / "activeclip.json").read_text())
-    from_script = subprocess.run([sys.executable, "-c", "import activeclip; print(','.join(activeclip.ARMS))"],
+    from_script = subprocess.run([sys.executable, "-c", "import activeclip as a; print(','.join(x for x in a.ARMS if x not in a.DIAGNOSTIC))"],
                                  cwd=BENCH, env=dict(os.environ, PYTHONPATH=os.path.join(BENCH, "..", "src")),
                                  capture_output=True, text=True).stdout.strip().split(",")
     assert [row["arm"] for row in res["rows"]] == from_script and len(from_script) == 12
@@ -73,6 +73,16 @@ def test_every_arm_runs_and_the_table_holds_each(tmp_path: Path) -> None:
     md = (tmp_path / "res" / "activeclip.md").read_text()
     assert "| random_subset |" in md and "| oracle |" in md and "spread" in md and "Fully decayed budgets" in md
     assert "share of oracle / oracle_filter's" in md
+
+
+def test_the_diagnostic_rho_arm_scores_with_the_learner_and_runs_only_when_named() -> None:
+    code = ("import activeclip as a, dataclasses; from learnability import config as C\n"
+            "cfg = C.apply_overrides(C.RunConfig(), a.BENCH_OVERRIDES)\n"
+            "c = a.arm_run_config(cfg, 'rho', '/tmp/x'); C.validate(c)\n"
+            "print(c.selection.score, c.selection.filter_ratio, 'rho' in a.DIAGNOSTIC)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=BENCH, env=dict(os.environ, PYTHONPATH=os.path.join(BENCH, "..", "src")),
+                       capture_output=True, text=True)
+    assert r.stdout.split() == ["rho", "0.5", "True"], r.stderr[-2000:]
 
 
 def test_oracle_script_runs_uniform_and_the_oracles_only_and_passes_renderings_through(tmp_path: Path) -> None:
