@@ -218,6 +218,20 @@ def test_ray_train_workers_equal_local_ranks_and_a_killed_worker_group_resumes(t
     assert json.loads((tmp_path / "ray" / "summary.json").read_text())["ranks"] == 2
 
 
+def test_the_failure_reported_is_the_rank_that_failed_not_one_the_launcher_stopped():
+    import signal
+    from types import SimpleNamespace as F
+
+    from learnability.launch import root_failure
+
+    # rank 1 hit a NaN loss (status 1); the launcher then stopped rank 0 with SIGTERM, in the same second
+    assert root_failure({0: F(exitcode=-signal.SIGTERM, timestamp=7), 1: F(exitcode=1, timestamp=7)})[0] == 1
+    assert root_failure({0: F(exitcode=-signal.SIGTERM, timestamp=6), 1: F(exitcode=-signal.SIGKILL, timestamp=7)})[0] == 1
+    assert root_failure({0: F(exitcode=1, timestamp=8), 1: F(exitcode=2, timestamp=7)})[0] == 1  # then the earliest
+    assert root_failure({0: F(exitcode=1, timestamp=7), 1: F(exitcode=1, timestamp=7)})[0] == 0  # then the lowest rank
+    assert root_failure({0: F(exitcode=-signal.SIGTERM, timestamp=7), 1: F(exitcode=-signal.SIGTERM, timestamp=7)})[0] == 0
+
+
 def test_more_cuda_ranks_than_gpus_is_refused_before_any_rank_starts(tmp_path, monkeypatch):
     from learnability import launch
 

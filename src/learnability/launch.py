@@ -47,6 +47,14 @@ def how_it_ended(exitcode: int) -> str:
     return f"exited with status {exitcode} (its error is printed above)"
 
 
+def root_failure(failures: dict) -> tuple[int, object]:
+    """The rank whose failure stopped the run, from torch's `ChildFailedError.failures` (rank ->
+    `ProcessFailure`). The launcher stops the other ranks with SIGTERM, and failures are stamped in
+    whole seconds, so torch's `get_first_failure` often names a rank it stopped itself (rank 0 wins
+    the tie); a rank that ended any other way comes first, then the earliest, then the lowest rank."""
+    return min(failures.items(), key=lambda kv: (kv[1].exitcode == -signal.SIGTERM, kv[1].timestamp, kv[0]))
+
+
 def prepare(cfg: C.RunConfig, resume: bool) -> None:
     """Checks in the launching process, before any rank starts: the config, the devices, a
     finished run refused on resume; then the config saved for the ranks to read."""
@@ -75,7 +83,7 @@ def run_ranks(cfg: C.RunConfig, resume: bool = False) -> dict:
     try:
         elastic_launch(launch, sys.executable)("-m", "learnability.launch", cfg.out, "resume" if resume else "fresh")
     except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
+        rank, failure = root_failure(e.failures)
         raise RankFailedError(f"rank {rank} of {cfg.train.nproc} {how_it_ended(failure.exitcode)}, so the run was "
                               f"stopped; {resume_hint(cfg.out)}") from None
     except SignalException as e:
