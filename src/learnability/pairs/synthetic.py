@@ -134,8 +134,8 @@ def make_pair_splits(train: ImageSet, test: ImageSet, *, reference_size: int, po
     all three splits, and corrupt the pool only (seed + 1): `swapped` captions taken from another
     example, `uninformative` ones replaced by junk alt-text, `wrong_attribute` ones with exactly
     one attribute wrong, `duplicates` exact copies of other pool pairs. Reference and test stay clean. `test_size` > 0 keeps the first n of `test`.
-`val_size` > 0 renders `val_size` held-out training garments as the test pairs instead (a clean
-validation split for tuning; `data.make_splits`).
+    `val_size` > 0 renders `val_size` held-out training images as the test pairs instead (a clean
+    validation split for tuning; `data.make_splits`).
 
     `renderings` K: the pool holds K renderings of each of its garments (K x pool_size pairs, held
     as uint8 when K > 1), corrupted per pair after rendering. The reference keeps one pair per
