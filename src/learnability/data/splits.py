@@ -32,9 +32,10 @@ def make_splits(train: ImageSet, test: ImageSet, *, reference_size: int, pool_si
         raise ValueError("data.reference_size, data.pool_size and data.val_size must not be negative")
     pool_n = pool_size or n - reference_size - val_size
     if reference_size + pool_n + val_size > n or pool_n < 1:
+        held = f" plus data.val_size={val_size}" if val_size else ""
         raise ValueError(
-            f"data.reference_size={reference_size} plus data.pool_size={pool_size} plus data.val_size={val_size} "
-            f"needs more than the {n} training examples available; lower one of them")
+            f"data.reference_size={reference_size} plus data.pool_size={pool_size}{held} needs more than the "
+            f"{n} training examples available; lower one of them")
     if test.shape != train.shape:
         raise ValueError(f"test images are {test.shape} but training images are {train.shape}")
     if order == "bijection":
