@@ -64,7 +64,7 @@ import shutil
 import sys
 import time
 
-from common import arm_rows, machine, medians, pct, share
+from common import arm_rows, machine, medians, pct, run_main, share
 
 from learnability import analysis
 from learnability import config as C
@@ -470,4 +470,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

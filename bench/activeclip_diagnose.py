@@ -21,7 +21,7 @@ import sys
 import time
 
 import torch
-from common import machine
+from common import machine, run_main
 
 from learnability import analysis
 from learnability import config as C
@@ -152,4 +152,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

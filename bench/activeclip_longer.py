@@ -34,6 +34,8 @@ import os
 import re
 import sys
 
+from common import run_main
+
 from learnability import analysis
 from learnability.io import atomic_write_text
 
@@ -285,4 +287,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

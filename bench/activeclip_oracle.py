@@ -15,7 +15,8 @@ from __future__ import annotations
 import sys
 
 from activeclip import main
+from common import run_main
 
 if __name__ == "__main__":
     sys.argv[1:1] = ["--arms=uniform,oracle,oracle_filter", "--name=activeclip-oracle"]
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -23,7 +23,7 @@ import sys
 import torch
 
 from activeclip import BENCH_OVERRIDES, DATASETS, SMOKE
-from common import machine
+from common import machine, run_main
 from learnability import config as C
 from learnability.errors import ConfigError
 from learnability.flops import Ledger, measure_loss_cost
@@ -115,4 +115,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 
-from common import machine
+from common import machine, run_main
 
 from learnability import config as C
 from learnability.data import build_data
@@ -184,4 +184,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

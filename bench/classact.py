@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-from common import arm_rows, machine, medians, pct
+from common import arm_rows, machine, medians, pct, run_main
 
 from learnability import config as C
 from learnability.compare import compare
@@ -96,4 +96,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

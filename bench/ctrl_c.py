@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from common import machine
+from common import machine, run_main
 
 from learnability.distributed.stopping import _alive, descendants, sigint_as_a_terminal_gives
 from learnability.io import atomic_write_text
@@ -124,4 +124,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -38,7 +38,7 @@ import statistics
 import sys
 import time
 
-from common import machine
+from common import machine, run_main
 
 from learnability import config as C
 from learnability.backend import run_arm
@@ -160,4 +160,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -227,3 +227,12 @@ def test_reference_probe_refuses_bad_input_before_loading_data(tmp_path: Path, a
     r = _bench("activeclip_reference.py", tmp_path, "--dataset=digits", arg)
     assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, r.stderr[-1000:]
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("args, says", [(("--data.bogus=1",), "unknown config key 'data.bogus'"),
+                                        (("--dataset=digits", "--data.reference_size=5000"), "data.reference_size=5000")])
+def test_the_bench_refuses_bad_input_in_one_line_that_says_what_to_fix(tmp_path: Path, args: tuple, says: str) -> None:
+    r = _bench("activeclip.py", tmp_path, *args)
+    assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr[-1000:]
+    assert r.stderr.startswith("activeclip.py: error: ")
+    assert not (tmp_path / "res").exists()
