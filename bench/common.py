@@ -82,15 +82,12 @@ def run_main(main: Callable[[], int | None]) -> int:
     """Run a bench script's `main` with the command line's handling of bad input: a wrong key, an
     impossible size or missing data ends in one line that says what to fix (exit 2), not a traceback;
     a NaN loss says where it stopped (exit 1). Anything else is a bug and keeps its traceback."""
-    from learnability.config import ConfigError
-    from learnability.errors import CacheMismatchError, CheckpointError, NonFiniteLossError
+    from learnability.errors import report_user_error
 
-    name = os.path.basename(sys.argv[0])
     try:
         return main() or 0
-    except NonFiniteLossError as e:  # before ValueError: it is both
-        print(f"{name}: stopped: {e}", file=sys.stderr)
-        return 1
-    except (ConfigError, CacheMismatchError, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"{name}: error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:  # noqa: BLE001 - the helper decides; a bug is re-raised as it was
+        code = report_user_error(e, os.path.basename(sys.argv[0]))
+        if code is None:
+            raise
+        return code

@@ -184,3 +184,14 @@ def test_reference_and_sampler_variants_run_and_account(tmp_path, variant):
     assert math.isclose(rows[0]["flops_proxy_train"], 32 * proxy.train * (2 if online else 1))
     assert (rows[-1]["flops_reference"] == 0) == online
     assert len(analysis.evaluations(rows)) == 8
+
+
+def test_user_errors_get_one_line_and_their_exit_code_and_a_bug_is_left_to_raise(capsys) -> None:
+    from learnability.errors import ConfigError, NonFiniteLossError, report_user_error
+
+    assert report_user_error(ConfigError("set x"), "tool") == 2
+    assert report_user_error(NonFiniteLossError("loss is nan at step 3"), "tool") == 1
+    assert report_user_error(FileNotFoundError("no data"), "tool") == 2
+    assert capsys.readouterr().err.splitlines() == ["tool: error: set x", "tool: stopped: loss is nan at step 3",
+                                                    "tool: error: no data"]
+    assert report_user_error(RuntimeError("a bug"), "tool") is None and capsys.readouterr().err == ""

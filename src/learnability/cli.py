@@ -209,22 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] in COMMAND_USAGE and any(a in ("-h", "--help") for a in argv[1:]):
         print(command_help(argv[0]))
         return 0
-    from learnability.errors import CacheMismatchError, CheckpointError, NonFiniteLossError, RankFailedError
+    from learnability.errors import RankFailedError
+    from learnability.errors import report_user_error as report
 
     from learnability.distributed.stopping import interrupt_deadline
 
     try:
         with interrupt_deadline(10.0):  # Ctrl-C ends the process within 10 s, even if a clean-up blocks
             return COMMANDS[argv[0]](argv[1:])
-    except RankFailedError as e:
-        print(f"learnability {argv[0]}: stopped: {e}", file=sys.stderr)
-        return 1
-    except NonFiniteLossError as e:  # before ValueError: it is both
-        print(f"learnability {argv[0]}: stopped: {e}", file=sys.stderr)
-        return 1
-    except (C.ConfigError, CacheMismatchError, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"learnability {argv[0]}: error: {e}", file=sys.stderr)
-        return 2
+    except (RankFailedError, FileNotFoundError, ValueError) as e:
+        return report(e, f"learnability {argv[0]}")
     except KeyboardInterrupt:
         print("interrupted; files written so far are kept", file=sys.stderr)
         return 130

@@ -30,3 +30,19 @@ class OutOfOrderError(RuntimeError):
 class RankFailedError(RuntimeError):
     """A rank of a data-parallel run failed or was killed; the others were stopped and the run's
     files and checkpoints are kept (the message says how to resume). The CLI exits 1."""
+
+
+def report_user_error(e: BaseException, name: str) -> int | None:
+    """Print a one-line message for an error the user can act on and return its exit code: 1 for a
+    run that stopped (a NaN loss, a failed rank; its files are kept), 2 for bad input (config, data,
+    cache, checkpoint, a missing file). None for anything else: a bug, which keeps its traceback.
+    One place for the command line and the bench scripts."""
+    import sys
+
+    if isinstance(e, (RankFailedError, NonFiniteLossError)):  # before ValueError: a NaN loss is both
+        print(f"{name}: stopped: {e}", file=sys.stderr)
+        return 1
+    if isinstance(e, (FileNotFoundError, ValueError)):  # ConfigError, CacheMismatchError, CheckpointError too
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
+    return None
