@@ -37,7 +37,10 @@ rate decayed to zero at its last step. Arms (`ARMS`):
   (`selection.end` / `selection.start`);
 - rho (diagnostic, only when named in --arms): RHO-LOSS, learnability with the learner's own loss
   in place of the online proxy's: how much a better online model would change learnability's
-  ranking (it runs the learner forward on all B candidates, so it is not built to save compute).
+  ranking (it runs the learner forward on all B candidates, so it is not built to save compute);
+- jest_learner (only when named): JEST as its paper runs it, at f = 0.8, the learner scoring its own
+  super-batch (its pairwise loss minus the reference's) in place of the online proxy; the learner's
+  forward on all B candidates is counted as scoring compute.
 Any `--section.field=value` override applies to every arm (e.g. `--pairs.renderings=1
 --pairs.swapped=0.2 --pairs.uninformative=0.1 --data.test_size=3000` gives back the earlier, milder
 bench). Writes bench/results/<name>.json (a row per arm and seed) and a markdown table of medians.
@@ -91,8 +94,9 @@ ARMS = {
     "activeclip_early": ("activeclip", 0.5, (0.0, 0.5)),
     "activeclip_late": ("activeclip", 0.5, (0.5, 1.0)),
     "rho": ("rho", 0.5, None),
+    "jest_learner": ("jest_learner", 0.8, None),
 }
-DIAGNOSTIC = ("rho",)  # run only when named in --arms (not by default)
+DIAGNOSTIC = ("rho", "jest_learner")  # run only when named in --arms (not by default)
 # The actor (online proxy and reference): dual_cnn_tiny (a CNN on 2x-pooled images, bag-of-words
 # text, about 1/10 of the learner's forward FLOPs), scoring each candidate by its contrastive loss
 # within the super-batch; the reference trained 30 epochs on the 10k curated pairs. SigLIP's initial

@@ -16,7 +16,10 @@ from learnability.scores import list_scores
 from learnability.tasks import get_task
 
 # Arm names beyond the score names: image-text selection, independent (ActiveCLIP) or joint (JEST).
-ALIASES = {"activeclip": {"score": "learnability"}, "jest": {"score": "learnability", "sampler": "jest"}}
+# jest scores with the online proxy (ActiveCLIP's actor); jest_learner is JEST as published, the
+# learner scoring its own super-batch (learner's pairwise loss minus the reference's; no online proxy).
+ALIASES = {"activeclip": {"score": "learnability"}, "jest": {"score": "learnability", "sampler": "jest"},
+           "jest_learner": {"score": "rho", "sampler": "jest"}}
 
 
 def arm_config(cfg: C.RunConfig, arm: str, out: str) -> C.RunConfig:
