@@ -171,10 +171,10 @@ def test_dual_cnn_tiny_is_a_cheap_proxy_with_closed_form_cost():
 @pytest.mark.skipif(not FMNIST, reason="dataset-fashion-mnist is not installed")
 def test_compare_clip_end_to_end(tmp_path):
     out = tmp_path / "clip"
-    assert main(["compare", f"--out={out}", *TINY]) == 0
+    assert main(["compare", f"--out={out}", "--arms=uniform,activeclip,jest,jest_learner", *TINY]) == 0
     for f in ("report.md", "accuracy_vs_flops.png", "uniform/tokenizer.json", "reference/embeddings.json"):
         assert (out / f).is_file(), f
-    rows = {a: read_jsonl(str(out / a / "metrics.jsonl")) for a in ("uniform", "activeclip", "jest")}
+    rows = {a: read_jsonl(str(out / a / "metrics.jsonl")) for a in ("uniform", "activeclip", "jest", "jest_learner")}
     for arm, r in rows.items():
         evals = analysis.evaluations(r)
         assert len(evals) == 3 and all(0 <= e["zero_shot"] <= 1 and "r5_t2i" in e for e in evals), arm
@@ -190,8 +190,14 @@ def test_compare_clip_end_to_end(tmp_path):
     assert rows["activeclip"][0]["flops_scoring"] > 0
     # both cache the reference: a one-off pass over the pool, charged once
     assert rows["jest"][0]["flops_reference"] == rows["activeclip"][0]["flops_reference"] > 0
+    # JEST as published: the learner scores its own super-batch (no online proxy to train), so its
+    # scoring costs the learner's towers instead of the proxy's (at least 10x the FLOPs)
+    sel = json.loads((out / "jest_learner" / "config.json").read_text())["selection"]
+    assert (sel["score"], sel["sampler"]) == ("rho", "jest")
+    assert rows["jest_learner"][-1]["flops_proxy_train"] == 0 < rows["jest"][-1]["flops_proxy_train"]
+    assert rows["jest_learner"][0]["flops_scoring"] > 10 * rows["jest"][0]["flops_scoring"]
     table = {r["arm"]: r for r in json.loads((out / "report.json").read_text())}
-    assert set(table) == {"uniform", "activeclip", "jest"}
+    assert set(table) == {"uniform", "activeclip", "jest", "jest_learner"}
 
 
 def _write_pairs(folder, n: int, bad: bool = False) -> str:

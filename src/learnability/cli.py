@@ -161,7 +161,7 @@ USAGE = """usage: learnability {run,compare,report,demo} [--section.field=value 
             --checkpoint.every=N writes checkpoints; `run --resume RUN_DIR` continues a killed run
   compare   arms side by side on the same data and seeds (--arms=uniform,learnability,...) + report;
             `compare --resume DIR` keeps finished arms and continues the others from their checkpoints;
-            --task=clip: image-text pairs, arms uniform,activeclip,jest
+            --task=clip: image-text pairs, arms uniform,activeclip,jest (jest_learner: JEST scored by the learner)
   report    RUN_DIR... -> report.md and PNG plots, from the run files alone
   demo      the compare on Fashion-MNIST at 40% label noise, small settings
 
