@@ -190,6 +190,14 @@ def test_compare_clip_end_to_end(tmp_path):
     assert rows["activeclip"][0]["flops_scoring"] > 0
     # both cache the reference: a one-off pass over the pool, charged once
     assert rows["jest"][0]["flops_reference"] == rows["activeclip"][0]["flops_reference"] > 0
+    # what the learner trained on: the pool's share seen so far rises (at most b new pairs a step);
+    # a uniform batch of 32 from the ten garment classes is near balanced, never one class
+    for arm, r in rows.items():
+        seen = [x["distinct_trained"] for x in r]
+        assert seen == sorted(seen) and 0 < seen[0] <= 32 / 600 and seen[-1] <= 12 * 32 / 600, arm
+        assert all(0.5 < x["class_balance_selected"] <= 1 for x in r), arm
+    # uniform draws without replacement within an epoch (12 x 32 < 600): every pair it trains on is new
+    assert [x["distinct_trained"] for x in rows["uniform"]] == pytest.approx([32 * k / 600 for k in range(1, 13)])
     # JEST as published: the learner scores its own super-batch (no online proxy to train), so its
     # scoring costs the learner's towers instead of the proxy's (at least 10x the FLOPs)
     sel = json.loads((out / "jest_learner" / "config.json").read_text())["selection"]

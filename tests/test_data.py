@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from learnability.config import DataConfig
-from learnability.data import (CLEAN, DUPLICATE, JUNK, LABEL_NOISE, ImageSet, IndexStream, build_data, corrupt,
+from learnability.data import (CLEAN, DUPLICATE, JUNK, LABEL_NOISE, Coverage, ImageSet, IndexStream, build_data, corrupt,
                                load_source, make_splits)
 from learnability.data.sources import FASHION_MNIST_DIR, FASHION_MNIST_FILES
 
@@ -488,6 +488,30 @@ def test_index_stream_state_round_trip() -> None:
     # same seed, same stream; another seed, another stream
     assert torch.equal(IndexStream(10, 4, seed=3).next(), IndexStream(10, 4, seed=3).next())
     assert not torch.equal(IndexStream(10, 4, seed=3).next(), IndexStream(10, 4, seed=4).next())
+
+
+def test_coverage_counts_distinct_positions_and_round_trips() -> None:
+    cov = Coverage(21)  # not a multiple of 8: the last byte is partly used
+    assert cov.add(torch.tensor([0, 7, 8, 20, 20])) == pytest.approx(4 / 21)  # a repeat within a batch counts once
+    assert cov.add(torch.tensor([[7, 8], [9, 1]])) == pytest.approx(6 / 21)  # 7, 8 seen before; 9, 1 new
+    assert cov.add(torch.tensor([], dtype=torch.long)) == pytest.approx(6 / 21)
+    state = copy.deepcopy(cov.state_dict())
+    assert cov.add(torch.arange(21)) == 1.0
+    other = Coverage(21)
+    other.load_state_dict(state)
+    assert other.count == 6 and other.add(torch.tensor([2])) == pytest.approx(7 / 21)
+    # against a set, on random draws
+    rng, ref, cov = torch.Generator().manual_seed(0), set(), Coverage(1000)
+    for _ in range(50):
+        pos = torch.randint(0, 1000, (64,), generator=rng)
+        ref |= set(pos.tolist())
+        assert cov.add(pos) == len(ref) / 1000
+    with pytest.raises(ValueError, match=r"\[0, 21\)"):
+        Coverage(21).add(torch.tensor([21]))
+    with pytest.raises(ValueError, match="10-example pool"):
+        Coverage(21).load_state_dict(Coverage(10).state_dict())
+    with pytest.raises(ValueError, match="empty"):
+        Coverage(0)
 
 
 def test_index_stream_errors() -> None:

@@ -21,7 +21,7 @@ from learnability import config as C
 from learnability import faults
 from learnability.batch import rows, take
 from learnability.checkpoint import Checkpointer
-from learnability.data import IndexStream
+from learnability.data import Coverage, IndexStream
 from learnability.device import sync
 from learnability.flops import Ledger
 from learnability.io import atomic_write_text, ids_digest
@@ -54,7 +54,8 @@ def run(cfg: C.RunConfig, data: object | None = None, resume: bool = False) -> d
 
     # Everything a resumed run needs to continue bit for bit (a frozen reference is reloaded);
     # `local`: what differs by rank (its selection generator, its ledger).
-    parts = {"learner": learner, "optimizer": optimizer, "ema": ema, "stream": stream}
+    coverage = Coverage(task.pool_size)  # the share of the pool trained on so far (every rank's batches)
+    parts = {"learner": learner, "optimizer": optimizer, "ema": ema, "stream": stream, "coverage": coverage}
     if online_ref is not None:
         parts.update(zip(("reference_online", "reference_optimizer", "reference_stream"), online_ref))
     local = {"selector": selector, "ledger": ledger}
@@ -100,7 +101,8 @@ def run(cfg: C.RunConfig, data: object | None = None, resume: bool = False) -> d
         trained = rep.gather(pos)  # [world * b] in rank order
         row.update(rep.mean({**losses, "loss_learner": loss.item()}))
         row.update({"examples_seen": step * b * rep.world, "candidates_drawn": stream.drawn,
-                    "selected_digest": ids_digest(task.pool_ids[trained]), **task.selected(trained)})
+                    "selected_digest": ids_digest(task.pool_ids[trained]), "distinct_trained": coverage.add(trained),
+                    **task.selected(trained)})
         row.update(rep.total(ledger).row())
         if rep.main and (step % t.eval_every == 0 or step == t.steps):
             t0 = time.perf_counter()

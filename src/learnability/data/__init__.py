@@ -8,10 +8,10 @@ from learnability.data.lazy import FileImages, LazyImages, NpyImages
 from learnability.data.sources import load_source
 from learnability.data.splits import Splits, make_splits
 from learnability.data.build import build_data
-from learnability.data.stream import IndexStream
+from learnability.data.stream import Coverage, IndexStream
 
 __all__ = [
-    "Bijection", "CLEAN", "build_data", "LazyColumn", "NpyColumn", "PermutedRange", "DUPLICATE", "FileImages", "JUNK", "LABEL_NOISE", "ImageSet", "IndexStream", "LazyImages",
+    "Bijection", "CLEAN", "Coverage", "build_data", "LazyColumn", "NpyColumn", "PermutedRange", "DUPLICATE", "FileImages", "JUNK", "LABEL_NOISE", "ImageSet", "IndexStream", "LazyImages",
     "NpyImages", "Splits",
     "corrupt", "load_source", "make_splits",
 ]

@@ -72,3 +72,34 @@ class IndexStream:
         if self.perm is not None:
             self.perm = state["perm"].to(self.dtype, copy=True)  # a saved int64 permutation loads too
             self.generator.set_state(state["generator"])
+
+
+class Coverage:
+    """How much of a pool of `n` examples the learner has trained on: one bit per example (n / 8
+    bytes, so a 10^9-example pool costs 125 MB), and the count of those set. A selection method
+    that keeps drawing the same few examples shows here before it shows in accuracy."""
+
+    def __init__(self, n: int):
+        if n < 1:
+            raise ValueError("the pool is empty")
+        self.n, self.count = n, 0
+        self.bits = np.zeros((n + 7) // 8, dtype=np.uint8)
+
+    def add(self, pos: torch.Tensor) -> float:
+        """Mark the positions `pos` (any shape, repeats allowed) as trained on; returns the share of
+        the pool trained on at least once so far."""
+        p = np.unique(pos.detach().cpu().numpy().astype(np.int64).ravel())
+        if p.size and (p[0] < 0 or p[-1] >= self.n):
+            raise ValueError(f"positions must lie in [0, {self.n}); got min {p[0]}, max {p[-1]}")
+        byte, mask = p >> 3, (1 << (p & 7)).astype(np.uint8)
+        self.count += int(((self.bits[byte] & mask) == 0).sum())
+        np.bitwise_or.at(self.bits, byte, mask)
+        return self.count / self.n
+
+    def state_dict(self) -> dict:
+        return {"n": self.n, "count": self.count, "bits": torch.from_numpy(self.bits.copy())}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["n"] != self.n:
+            raise ValueError(f"the checkpoint's coverage is of a {state['n']}-example pool; this run's has {self.n}")
+        self.count, self.bits = int(state["count"]), state["bits"].numpy().copy()

@@ -37,6 +37,15 @@ from learnability.selection import is_joint
 from learnability.tasks import ScoringPart, oracle_options, register_task
 
 
+def class_balance(labels: torch.Tensor, n_classes: int) -> float:
+    """The entropy of `labels`' class histogram over its most, log(n_classes): 1 when every class
+    is as frequent, 0 when one class fills the batch (a b-example batch drawn uniformly from a
+    balanced pool lands a little under 1 by chance)."""
+    p = torch.bincount(labels.long().flatten(), minlength=n_classes).double()
+    p = p[p > 0] / p.sum()
+    return float(-(p * p.log()).sum() / torch.log(torch.tensor(float(n_classes), dtype=torch.float64)))
+
+
 def train_loss_fn(kind: str):
     """`(model, (images, tokens)) -> scalar`: the SigLIP or CLIP loss of the batch."""
     def siglip(model, batch):
@@ -174,9 +183,12 @@ class ClipTask:
 
     def selected(self, pos: torch.Tensor) -> dict[str, float]:
         code = self.pool.corruption[pos]
-        return {"corrupted_selected": float((code != CLEAN).float().mean()),
-                **{f"{KIND_NAMES[k]}_selected": float((code == k).float().mean()) for k in KIND_NAMES if k != CLEAN},
-                "skipped_bad_rows": self.skipped}
+        row = {"corrupted_selected": float((code != CLEAN).float().mean()),
+               **{f"{KIND_NAMES[k]}_selected": float((code == k).float().mean()) for k in KIND_NAMES if k != CLEAN},
+               "skipped_bad_rows": self.skipped}
+        if self.pool.labels is not None and len(self.pool.class_names or ()) > 1:
+            row["class_balance_selected"] = class_balance(self.pool.labels[pos], len(self.pool.class_names))
+        return row
 
     def evaluate(self, model: nn.Module, final: bool) -> dict[str, float]:
         """Retrieval Recall@1/5, zero-shot accuracy (`test_accuracy`; else mean Recall@1) and, at the
