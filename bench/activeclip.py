@@ -292,12 +292,13 @@ def merge_ends(parts: list[dict], arms: list[str], results: str, name: str) -> i
     md = [f"Command: `{meta['command']}`  ", f"Settings: {meta['settings']}  ", f"Machine: {meta['machine']}", "",
           f"Arms trained alone (`--no-uniform`): zero-shot at the end of {budgets[-1]} steps (R@1 image-to-text / "
           "text-to-image); their savings come from `bench/activeclip_longer.py`, against uniform trained as long.", "",
-          "| arm | " + " | ".join(f"seed {s}" for s in seeds) + " | median | corrupted / swapped selected (median) |",
-          "|---|" + "---|" * (len(seeds) + 2)]
+          "| arm | " + " | ".join(f"seed {s}" for s in seeds) + " | median | corrupted / swapped selected (median) "
+          "| pool trained on / class balance (median) |",
+          "|---|" + "---|" * (len(seeds) + 3)]
 
-    def kept(own: dict, key: str) -> str:  # rows written before the selected shares were recorded have none
+    def kept(own: dict, key: str, fmt=share) -> str:  # rows written before a measure was recorded have none
         got = [r[key] for r in own.values() if r.get(key) is not None]
-        return share(analysis.median(got)) if len(got) == len(own) else "-"
+        return fmt(analysis.median(got)) if len(got) == len(own) else "-"
 
     for arm in arms:
         own = {r["seed"]: r for r in rows if r["arm"] == arm}
@@ -305,7 +306,8 @@ def merge_ends(parts: list[dict], arms: list[str], results: str, name: str) -> i
             f"{own[s]['end_zeroshot']:.4f} (R@1 {share(own[s]['final_r1_i2t'])} / {share(own[s]['final_r1_t2i'])})"
             if s in own else "-" for s in seeds)
             + f" | {analysis.median([r['end_zeroshot'] for r in own.values()]):.4f} | "
-            f"{kept(own, 'corrupted_selected')} / {kept(own, 'swapped_selected')} |")
+            f"{kept(own, 'corrupted_selected')} / {kept(own, 'swapped_selected')} | "
+            f"{kept(own, 'distinct_trained')} / {kept(own, 'class_balance_selected', lambda x: f'{x:.3f}')} |")
     os.makedirs(results, exist_ok=True)
     atomic_write_text(os.path.join(results, f"{name}.json"), json.dumps(meta, indent=2) + "\n")
     atomic_write_text(os.path.join(results, f"{name}.md"), "\n".join(md) + "\n")
@@ -447,7 +449,10 @@ def main() -> int:
                 rows.append({"arm": name, "seed": seed, "filtering": ARMS[name][1], "end_zeroshot": ends[budgets[-1]],
                              **{f"end_{b}": e for b, e in ends.items()}, **budget_flops(list(runs.values())),
                              **{f"final_{k}": last[0][k] if last else None for k in ("r1_i2t", "r1_t2i")},
-                             **{k: analysis.corrupted_selected(full, k) for k in ("corrupted_selected", *BY_KIND)}})
+                             **{k: analysis.corrupted_selected(full, k) for k in ("corrupted_selected", *BY_KIND)},
+                             # the share of the pool trained on by the end, and the batches' class balance (mean)
+                             "distinct_trained": full[-1].get("distinct_trained"),
+                             "class_balance_selected": analysis.corrupted_selected(full, "class_balance_selected")})
             meta = {"arms": arms[1:], "command": command, "machine": machine(), "settings": settings,
                     "seconds": time.time() - t0, "budgets": budgets, "rows": rows}
             os.makedirs(a.results, exist_ok=True)

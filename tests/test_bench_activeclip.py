@@ -140,6 +140,9 @@ def test_arms_alone_at_a_longer_budget_join_the_longer_table(tmp_path: Path) -> 
     assert 0 <= row["end_zeroshot"] <= 1 and row["final_r1_i2t"] is not None
     assert row["corrupted_selected"] == row["swapped_selected"] == 0  # the oracle trains on clean pairs only
     assert row["flops_8"] > 0 and row["flops_reference"] == 0  # its FLOP ledger (the oracle trains no reference)
+    # uniform draws on the clean pairs, without replacement within an epoch: every trained pair is new
+    pool = json.loads((tmp_path / "o8" / "seed0" / "oracle" / "summary.json").read_text())["pool_size"]
+    assert row["distinct_trained"] == pytest.approx(min(1.0, 8 * 16 / pool)) and 0 < row["class_balance_selected"] <= 1
     env = dict(os.environ, PYTHONPATH=os.path.join(BENCH, "..", "src"))
     merged = subprocess.run([sys.executable, os.path.join(BENCH, "activeclip.py"), f"--merge={tmp_path / 'res' / 'o8.json'}",
                              f"--results={tmp_path / 'merged'}", "--name=o8"], env=env, capture_output=True, text=True,
@@ -147,7 +150,8 @@ def test_arms_alone_at_a_longer_budget_join_the_longer_table(tmp_path: Path) -> 
     assert merged.returncode == 0, merged.stderr
     assert json.loads((tmp_path / "merged" / "o8.json").read_text())["rows"] == res["rows"]
     assert f"| oracle | {row['end_zeroshot']:.4f} (R@1" in (tmp_path / "merged" / "o8.md").read_text()
-    assert "| 0.0% / 0.0% |" in (tmp_path / "merged" / "o8.md").read_text()
+    assert f"| 0.0% / 0.0% | {100 * row['distinct_trained']:.1f}% / {row['class_balance_selected']:.3f} |" in (
+        tmp_path / "merged" / "o8.md").read_text()
     mixed = subprocess.run([sys.executable, os.path.join(BENCH, "activeclip.py"),
                             f"--merge={tmp_path / 'res' / 'o8.json'},{tmp_path / 'res' / 'u8.json'}",
                             f"--results={tmp_path / 'merged'}"], env=env, capture_output=True, text=True, timeout=120)
