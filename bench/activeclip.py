@@ -40,7 +40,9 @@ rate decayed to zero at its last step. Arms (`ARMS`):
   ranking (it runs the learner forward on all B candidates, so it is not built to save compute);
 - jest_learner (only when named): JEST as its paper runs it, at f = 0.8, the learner scoring its own
   super-batch (its pairwise loss minus the reference's) in place of the online proxy; the learner's
-  forward on all B candidates is counted as scoring compute.
+  forward on all B candidates is counted as scoring compute;
+- jest_t5 (only when named): jest sampled at temperature 5 (its later chunks are otherwise drawn
+  almost greedily; README point 8f: level with activeclip on the garments validation split).
 Any `--section.field=value` override applies to every arm (e.g. `--pairs.renderings=1
 --pairs.swapped=0.2 --pairs.uninformative=0.1 --data.test_size=3000` gives back the earlier, milder
 bench). Writes bench/results/<name>.json (a row per arm and seed) and a markdown table of medians.
@@ -95,8 +97,10 @@ ARMS = {
     "activeclip_late": ("activeclip", 0.5, (0.5, 1.0)),
     "rho": ("rho", 0.5, None),
     "jest_learner": ("jest_learner", 0.8, None),
+    "jest_t5": ("jest", 0.8, None),
 }
-DIAGNOSTIC = ("rho", "jest_learner")  # run only when named in --arms (not by default)
+DIAGNOSTIC = ("rho", "jest_learner", "jest_t5")  # run only when named in --arms (not by default)
+TEMPERATURE = {"jest_t5": 5.0}  # an arm's own sampling temperature (others: selection.temperature)
 # The actor (online proxy and reference): dual_cnn_tiny (a CNN on 2x-pooled images, bag-of-words
 # text, about 1/10 of the learner's forward FLOPs), scoring each candidate by its contrastive loss
 # within the super-batch; the reference trained 30 epochs on the 10k curated pairs. SigLIP's initial
@@ -131,7 +135,8 @@ def arm_run_config(cfg: C.RunConfig, name: str, out: str) -> C.RunConfig:
     """The run config of bench arm `name` (see `ARMS`), writing into `out/name`."""
     arm, f, window = ARMS[name]
     c = arm_config(cfg, arm, out)
-    sel = dataclasses.replace(c.selection, filter_ratio=f or c.selection.filter_ratio)
+    sel = dataclasses.replace(c.selection, filter_ratio=f or c.selection.filter_ratio,
+                              temperature=TEMPERATURE.get(name, c.selection.temperature))
     if window is not None:
         steps = cfg.train.steps
         sel = dataclasses.replace(sel, start=int(window[0] * steps) + 1, end=0 if window[1] >= 1 else int(window[1] * steps))

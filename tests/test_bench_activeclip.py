@@ -78,12 +78,15 @@ def test_every_arm_runs_and_the_table_holds_each(tmp_path: Path) -> None:
 def test_the_on_request_arms_score_with_the_learner_and_run_only_when_named() -> None:
     code = ("import activeclip as a, dataclasses; from learnability import config as C\n"
             "cfg = C.apply_overrides(C.RunConfig(), a.BENCH_OVERRIDES)\n"
-            "for arm in ('rho', 'jest_learner'):\n"
+            "for arm in ('rho', 'jest_learner', 'jest_t5', 'jest'):\n"
             "    c = a.arm_run_config(cfg, arm, '/tmp/x'); C.validate(c)\n"
-            "    print(c.selection.score, c.selection.sampler, c.selection.filter_ratio, arm in a.DIAGNOSTIC)")
+            "    print(c.selection.score, c.selection.sampler, c.selection.filter_ratio, c.selection.temperature,\n"
+            "          arm in a.DIAGNOSTIC)")
     r = subprocess.run([sys.executable, "-c", code], cwd=BENCH, env=dict(os.environ, PYTHONPATH=os.path.join(BENCH, "..", "src")),
                        capture_output=True, text=True)
-    assert r.stdout.split() == ["rho", "softmax", "0.5", "True", "rho", "jest", "0.8", "True"], r.stderr[-2000:]
+    assert r.stdout.split() == ["rho", "softmax", "0.5", "1.0", "True", "rho", "jest", "0.8", "1.0", "True",
+                                "learnability", "jest", "0.8", "5.0", "True",
+                                "learnability", "jest", "0.8", "1.0", "False"], r.stderr[-2000:]
 
 
 def test_oracle_script_runs_uniform_and_the_oracles_only_and_passes_renderings_through(tmp_path: Path) -> None:
