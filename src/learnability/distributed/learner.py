@@ -31,6 +31,7 @@ import torch
 from learnability import config as C
 from learnability import faults
 from learnability.checkpoint import Checkpointer, reopen_metrics
+from learnability.data import Coverage
 from learnability.device import sync
 from learnability.distributed import cluster, stopping
 from learnability.distributed.actor import ActorSpec, ScoringActor
@@ -141,8 +142,9 @@ def _train(cfg, task, queue, learner, optimizer, ema, ema_flops, learner_cost, s
     arm = cfg.name or cfg.selection.score
     template = task.draw(torch.arange(b))  # the layout of a drawn batch (`_like`)
     # Everything a resumed run needs: the loop's parts, and the queue (restores the fresh actors).
+    coverage = Coverage(task.pool_size)  # the share of the pool trained on so far, as the loop logs it
     parts = {"learner": learner, "optimizer": optimizer, "ema": ema, "selector": selector, "ledger": ledger,
-             "queue": queue}
+             "queue": queue, "coverage": coverage}
     ckpt = Checkpointer(cfg.out, cfg.checkpoint.every, cfg.checkpoint.keep, resume)
     first, saved, metrics = ckpt.resume(parts, os.path.join(cfg.out, "metrics.jsonl"))
     batches_path = os.path.join(cfg.out, "batches.jsonl")
@@ -188,7 +190,8 @@ def _train(cfg, task, queue, learner, optimizer, ema, ema_flops, learner_cost, s
 
             # 3. Log: the loop's row, plus where the batch came from and what the actors spent.
             row.update({"examples_seen": step * b, "candidates_drawn": drawn, "loss_learner": loss.item(),
-                        "selected_digest": ids_digest(task.pool_ids[pos]), **task.selected(pos)})
+                        "selected_digest": ids_digest(task.pool_ids[pos]), "distinct_trained": coverage.add(pos),
+                        **task.selected(pos)})
             row.update(ledger.row())
             row.update({"actor": a, "actor_batch": out["seq"], "proxy_version": out["version"],
                         "staleness": step - 1 - out["version"], "candidates_discarded": discarded,
