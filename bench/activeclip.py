@@ -41,8 +41,8 @@ rate decayed to zero at its last step. Arms (`ARMS`):
 - jest_learner (only when named): JEST as its paper runs it, at f = 0.8, the learner scoring its own
   super-batch (its pairwise loss minus the reference's) in place of the online proxy; the learner's
   forward on all B candidates is counted as scoring compute;
-- jest_t5 (only when named): jest sampled at temperature 5 (its later chunks are otherwise drawn
-  almost greedily; README point 8f: level with activeclip on the garments validation split).
+- jest_t5 (only when named): jest sampled at temperature 5, which widens the set it trains on
+  (README point 8f: level with activeclip on the garments validation split).
 Any `--section.field=value` override applies to every arm (e.g. `--pairs.renderings=1
 --pairs.swapped=0.2 --pairs.uninformative=0.1 --data.test_size=3000` gives back the earlier, milder
 bench). Writes bench/results/<name>.json (a row per arm and seed) and a markdown table of medians.
