@@ -111,6 +111,15 @@ def test_bad_input_exits_2_naming_what_to_fix(tmp_path, capsys, args, words):
         assert w in err, (w, err)
 
 
+def test_an_arm_whose_alias_does_not_fit_the_task_is_named(tmp_path, capsys):
+    # jest_learner sets sampler=jest, which classification has not: the message names the arm, not
+    # only the key the user never typed; nothing is trained
+    assert main(["compare", f"--out={tmp_path / 'c'}", "--arms=uniform,jest_learner", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "arm 'jest_learner'" in err and "selection.sampler" in err, err
+    assert not (tmp_path / "c" / "uniform").exists()
+
+
 def test_nan_loss_stops_naming_step_and_arm_and_keeps_files(tmp_path, capsys):
     out = tmp_path / "nan"
     code = main(["run", f"--out={out}", "--selection.score=learnability", "--train.lr=1e30", *TINY])

@@ -40,8 +40,11 @@ def compare(cfg: C.RunConfig, arms: Sequence[str], out: str, amortise: int = 10,
         raise C.ConfigError("--arms: no arm given")
     cfg = dataclasses.replace(cfg, reference=dataclasses.replace(cfg.reference, dir=cfg.reference.dir or os.path.join(out, "reference")))
     configs = [arm_config(cfg, a, out) for a in arms]
-    for c in configs:  # validate every arm before any training starts
-        C.validate(c)
+    for arm, c in zip(arms, configs):  # validate every arm before any training starts
+        try:
+            C.validate(c)
+        except C.ConfigError as e:  # an alias sets keys the user did not type: say which arm did
+            raise C.ConfigError(f"arm {arm!r}: {e}") from e
     os.makedirs(out, exist_ok=True)
     atomic_write_text(os.path.join(out, "compare.json"),
                       json.dumps({"arms": arms, "config": C.to_dict(absolute_paths(cfg))}, indent=2) + "\n")
