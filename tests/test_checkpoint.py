@@ -24,6 +24,7 @@ from learnability import checkpoint as ck
 from learnability import config as C
 from learnability import faults
 from learnability.cli import main
+from learnability.data import Coverage
 from learnability.io import read_jsonl
 from learnability.loop import run
 
@@ -115,6 +116,46 @@ def test_restore_refuses_a_checkpoint_of_another_config():
         ck.restore({"learner": b, "selector": b}, state)
     ck.restore({"learner": b}, state)
     assert torch.equal(a.weight, b.weight)
+
+
+def test_restore_starts_a_part_added_later_empty_with_a_warning(capsys):
+    """A checkpoint written before `coverage` was checkpointed resumes; the part starts empty."""
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    state = ck.capture({"learner": a})
+    cov = Coverage(10)
+    ck.restore({"learner": b, "coverage": cov}, state)
+    assert torch.equal(a.weight, b.weight) and cov.count == 0
+    assert "before runs saved their 'coverage'" in capsys.readouterr().err
+    with pytest.raises(ck.CheckpointError, match=r"lacks \['selector'\]"):  # not one added later: refused
+        ck.restore({"learner": b, "coverage": cov, "selector": b}, state)
+
+
+def test_resume_of_a_checkpoint_without_coverage_continues(tmp_path, monkeypatch, capsys):
+    """End to end: strip the coverage part from a run's checkpoint (as an older version wrote it);
+    the resumed run finishes with the uninterrupted run's losses, and its `distinct_trained` counts
+    from the resume on (below the full run's, never above)."""
+    cfg = C.apply_overrides(C.RunConfig(), TINY + ["--selection.score=uniform", "--checkpoint.every=4"])
+    full = run(C.dataclasses.replace(cfg, out=str(tmp_path / "full")))
+    part = C.dataclasses.replace(cfg, out=str(tmp_path / "part"))
+    _interrupt_at(monkeypatch, "step", 10)
+    with pytest.raises(Interrupt):
+        run(part)
+    monkeypatch.setattr(faults, "point", lambda name: None)
+    path = ck.list_checkpoints(part.out)[0]
+    with open(path, "rb") as f:
+        state = ck.decode(f.read(), path)
+    del state["parts"]["coverage"]
+    with open(path, "wb") as f:
+        f.write(ck.encode(state))
+    capsys.readouterr()
+    resumed = run(part, resume=True)
+    assert "resuming with it empty" in capsys.readouterr().err
+    assert resumed["final_accuracy"] == full["final_accuracy"]
+    a, b = (read_jsonl(str(tmp_path / d / "metrics.jsonl")) for d in ("full", "part"))
+    train = [(x, y) for x, y in zip(a, b) if "distinct_trained" in x]
+    assert all(x["loss_learner"] == y["loss_learner"] and x["selected_digest"] == y["selected_digest"] for x, y in train)
+    assert all(y["distinct_trained"] <= x["distinct_trained"] for x, y in train)
+    assert train[-1][1]["distinct_trained"] < train[-1][0]["distinct_trained"]
 
 
 class Interrupt(Exception):

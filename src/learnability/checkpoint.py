@@ -113,14 +113,27 @@ def capture(parts: dict[str, Stateful | None], **extra: Any) -> dict:
     return state
 
 
+# Parts added to the checkpoint after release, and what a checkpoint written before them resumes
+# without: such a run continues, the part starting empty, with a warning saying what that changes.
+ADDED_LATER = {"coverage": "its `distinct_trained` counts only the pairs trained on after this resume"}
+
+
 def restore(parts: dict[str, Stateful | None], state: dict) -> None:
-    """Load each part's state dict from `state` (the same parts must be present) and the RNGs."""
+    """Load each part's state dict from `state` (the same parts must be present, but for those in
+    `ADDED_LATER`, which start empty with a warning) and the RNGs."""
     want = {k for k, v in parts.items() if v is not None}
     have = set(state["parts"])
-    if want != have:
-        raise CheckpointError(f"the checkpoint holds {sorted(have)} but this run has {sorted(want)}; it was written "
-                              f"by a run with another config")
-    for k in want:
+    older = {k for k in want - have if k in ADDED_LATER}  # written by a version before these parts
+    if want - older != have:
+        extra, missing = sorted(have - want), sorted(want - have - older)
+        raise CheckpointError(f"the checkpoint holds {sorted(have)} but this run has {sorted(want)}"
+                              f"{f' (it lacks {missing})' if missing else ''}{f' (this run has no {extra})' if extra else ''}"
+                              f"; it was written by a run with another config (selection, EMA, proxy or data "
+                              f"parallelism): resume with that config, or start the run again in a new --out")
+    for k in sorted(older):
+        print(f"learnability: warning: the checkpoint was written before runs saved their {k!r}; resuming with it "
+              f"empty: {ADDED_LATER[k]}", file=sys.stderr)
+    for k in want - older:
         parts[k].load_state_dict(state["parts"][k])
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and torch.cuda.is_available():
