@@ -99,7 +99,7 @@ ARMS = {
     "jest_learner": ("jest_learner", 0.8, None),
     "jest_t5": ("jest", 0.8, None),
 }
-DIAGNOSTIC = ("rho", "jest_learner", "jest_t5")  # run only when named in --arms (not by default)
+ON_REQUEST = ("rho", "jest_learner", "jest_t5")  # run only when named in --arms (not by default)
 TEMPERATURE = {"jest_t5": 5.0}  # an arm's own sampling temperature (others: selection.temperature)
 # The actor (online proxy and reference): dual_cnn_tiny (a CNN on 2x-pooled images, bag-of-words
 # text, about 1/10 of the learner's forward FLOPs), scoring each candidate by its contrastive loss
@@ -367,8 +367,8 @@ def collect(outs: list[str], seeds: list[int], arms: list[str], budgets: list[in
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--arms", default=",".join(a for a in ARMS if a not in DIAGNOSTIC),
-                   help=f"comma list from {', '.join(ARMS)} (uniform is always run; {', '.join(DIAGNOSTIC)} only when named)")
+    p.add_argument("--arms", default=",".join(a for a in ARMS if a not in ON_REQUEST),
+                   help=f"comma list from {', '.join(ARMS)} (uniform is always run; {', '.join(ON_REQUEST)} only when named)")
     p.add_argument("--smoke", action="store_true", help="tiny settings (seconds), for the tests")
     p.add_argument("--dataset", default="fashion_mnist", choices=list(DATASETS),
                    help="the built-in pairs: Fashion-MNIST garments (the bench) or scikit-learn's digits (the second "
@@ -457,7 +457,7 @@ def main() -> int:
                              **{k: analysis.corrupted_selected(full, k) for k in ("corrupted_selected", *BY_KIND)},
                              # the share of the pool trained on by the end, and the batches' class balance (mean)
                              "distinct_trained": full[-1].get("distinct_trained"),
-                             "class_balance_selected": analysis.corrupted_selected(full, "class_balance_selected")})
+                             "class_balance_selected": analysis.run_mean(full, "class_balance_selected")})
             meta = {"arms": arms[1:], "command": command, "machine": machine(), "settings": settings,
                     "seconds": time.time() - t0, "budgets": budgets, "rows": rows}
             os.makedirs(a.results, exist_ok=True)

@@ -62,3 +62,11 @@ def test_end_accuracy_is_the_last_evaluation_and_a_run_without_one_is_an_error()
     assert analysis.end_accuracy(_run(100, [0.1, 0.9, 0.3])) == 0.3
     with pytest.raises(ValueError, match="no evaluations"):
         analysis.end_accuracy([{"step": 1}])
+
+
+def test_run_mean_averages_the_rows_that_log_the_key() -> None:
+    rows = [{"step": 1, "class_balance_selected": 0.9}, {"step": 2}, {"step": 3, "class_balance_selected": 1.0},
+            {"step": 4, "class_balance_selected": None}]
+    assert analysis.run_mean(rows, "class_balance_selected") == pytest.approx(0.95)
+    assert analysis.run_mean(rows, "swapped_selected") is None
+    assert analysis.corrupted_selected([{"corrupted_selected": 0.2}, {"corrupted_selected": 0.4}]) == pytest.approx(0.3)

@@ -27,7 +27,7 @@ def test_every_arm_runs_and_the_table_holds_each(tmp_path: Path) -> None:
     r = _bench("activeclip.py", tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "res" / "activeclip.json").read_text())
-    from_script = subprocess.run([sys.executable, "-c", "import activeclip as a; print(','.join(x for x in a.ARMS if x not in a.DIAGNOSTIC))"],
+    from_script = subprocess.run([sys.executable, "-c", "import activeclip as a; print(','.join(x for x in a.ARMS if x not in a.ON_REQUEST))"],
                                  cwd=BENCH, env=dict(os.environ, PYTHONPATH=os.path.join(BENCH, "..", "src")),
                                  capture_output=True, text=True).stdout.strip().split(",")
     assert [row["arm"] for row in res["rows"]] == from_script and len(from_script) == 12
@@ -81,7 +81,7 @@ def test_the_on_request_arms_score_with_the_learner_and_run_only_when_named() ->
             "for arm in ('rho', 'jest_learner', 'jest_t5', 'jest'):\n"
             "    c = a.arm_run_config(cfg, arm, '/tmp/x'); C.validate(c)\n"
             "    print(c.selection.score, c.selection.sampler, c.selection.filter_ratio, c.selection.temperature,\n"
-            "          arm in a.DIAGNOSTIC)")
+            "          arm in a.ON_REQUEST)")
     r = subprocess.run([sys.executable, "-c", code], cwd=BENCH, env=dict(os.environ, PYTHONPATH=os.path.join(BENCH, "..", "src")),
                        capture_output=True, text=True)
     assert r.stdout.split() == ["rho", "softmax", "0.5", "1.0", "True", "rho", "jest", "0.8", "1.0", "True",

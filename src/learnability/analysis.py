@@ -139,11 +139,16 @@ def budget_savings(uniform_rows: Sequence[dict], arm_runs: Sequence[Sequence[dic
     return out
 
 
+def run_mean(rows: Sequence[dict], key: str) -> float | None:
+    """The mean of a per-step metric `key` over a run's rows that log it; None when none does."""
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.fmean(vals) if vals else None
+
+
 def corrupted_selected(rows: Sequence[dict], key: str = "corrupted_selected") -> float | None:
     """Mean fraction of corrupted examples in the selected batches (or of one kind: `key`, e.g.
     `swapped_selected`); None when the run did not log it."""
-    vals = [r[key] for r in rows if r.get(key) is not None]
-    return statistics.fmean(vals) if vals else None
+    return run_mean(rows, key)
 
 
 def step_time_shares(rows: Sequence[dict]) -> dict[str, float]:
