@@ -78,3 +78,22 @@ def test_a_reference_trained_alongside_works_for_every_task(args: list[str], tmp
     assert all(torch.isfinite(torch.tensor(r["loss_reference_candidates"])) for r in rows)
     assert rows[0]["flops_reference"] == 0 and rows[-1]["flops_proxy_train"] > 0
     assert not (tmp_path / "reference").exists() and summary["task"] == cfg.task
+
+
+def test_class_balance_is_one_for_a_balanced_batch_and_zero_for_one_class() -> None:
+    from learnability.tasks import class_balance
+
+    assert class_balance(torch.arange(10).repeat(3), 10) == pytest.approx(1.0)
+    assert class_balance(torch.full((8,), 3), 10) == 0.0
+    assert 0 < class_balance(torch.tensor([0, 0, 0, 1]), 2) < class_balance(torch.tensor([0, 0, 1, 1]), 2) == pytest.approx(1.0)
+
+
+def test_classification_logs_the_true_class_balance_of_the_trained_batch() -> None:
+    """Of the true labels, so a selection that flips no class but drifts to few shows: a batch of
+    one true class scores 0 whatever its (noisy) given labels say."""
+    cfg = C.apply_overrides(C.RunConfig(), [*CLASSIFY, "--data.label_noise=0.5", "--selection.score=uniform"])
+    task = get_task("classify")(cfg, None, torch.device("cpu"), False)
+    one = (task.pool.true_y == 4).nonzero().flatten()[:20]
+    assert task.pool.y[one].unique().numel() > 1  # noisy given labels
+    assert task.selected(one)["class_balance_selected"] == 0.0
+    assert task.selected(torch.arange(len(task.pool)))["class_balance_selected"] > 0.99

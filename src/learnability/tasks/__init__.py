@@ -87,6 +87,16 @@ def oracle_options(cfg: object, ids: object, corruption: object, grades: dict[in
     return {"corrupted_fn": CorruptionFlags.of(ids, corruption, grades if score == "oracle_graded" else None)}
 
 
+def class_balance(labels: torch.Tensor, n_classes: int) -> float:
+    """The entropy of `labels`' class histogram over its most, log(n_classes): 1 when every class
+    is as frequent, 0 when one class fills the batch (a b-example batch drawn uniformly from a
+    balanced pool lands a little under 1 by chance). Logged per step as `class_balance_selected`: a
+    selection that drifts to a few classes shows here before it shows in accuracy."""
+    p = torch.bincount(labels.long().flatten(), minlength=n_classes).double()
+    p = p[p > 0] / p.sum()
+    return float(-(p * p.log()).sum() / torch.log(torch.tensor(float(n_classes), dtype=torch.float64)))
+
+
 class Task(Protocol):
     """One kind of training, built by its `TaskFactory` from the run config."""
 

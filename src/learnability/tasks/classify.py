@@ -23,7 +23,7 @@ from learnability.flops import Ledger, ModelCost, measure_cost, step_flops
 from learnability.losses import cross_entropy
 from learnability.models import build_model
 from learnability.reference import ReferenceLosses, prepare_reference
-from learnability.tasks import ScoringPart, oracle_options, register_task
+from learnability.tasks import ScoringPart, class_balance, oracle_options, register_task
 
 
 @torch.no_grad()
@@ -110,7 +110,9 @@ class ClassifyTask:
         return cross_entropy(model(x), y).mean()
 
     def selected(self, pos: torch.Tensor) -> dict[str, float]:
-        return selected_by_kind(self.pool.corruption[pos])
+        """The corrupted shares of the trained-on batch, and the balance of its true classes."""
+        return {**selected_by_kind(self.pool.corruption[pos]),
+                **({"class_balance_selected": class_balance(self.pool.true_y[pos], self.k)} if self.k > 1 else {})}
 
     def evaluate(self, model: nn.Module, final: bool) -> dict[str, float]:
         t = self.cfg.train

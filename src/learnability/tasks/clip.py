@@ -34,16 +34,7 @@ from learnability.pairs.pairset import PairSplits
 from learnability.pairs.tokenizer import WordTokenizer
 from learnability.reference import ReferenceLosses, fit, load_or_train_reference
 from learnability.selection import is_joint
-from learnability.tasks import ScoringPart, oracle_options, register_task
-
-
-def class_balance(labels: torch.Tensor, n_classes: int) -> float:
-    """The entropy of `labels`' class histogram over its most, log(n_classes): 1 when every class
-    is as frequent, 0 when one class fills the batch (a b-example batch drawn uniformly from a
-    balanced pool lands a little under 1 by chance)."""
-    p = torch.bincount(labels.long().flatten(), minlength=n_classes).double()
-    p = p[p > 0] / p.sum()
-    return float(-(p * p.log()).sum() / torch.log(torch.tensor(float(n_classes), dtype=torch.float64)))
+from learnability.tasks import ScoringPart, class_balance, oracle_options, register_task
 
 
 def train_loss_fn(kind: str):
