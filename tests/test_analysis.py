@@ -70,3 +70,25 @@ def test_run_mean_averages_the_rows_that_log_the_key() -> None:
     assert analysis.run_mean(rows, "class_balance_selected") == pytest.approx(0.95)
     assert analysis.run_mean(rows, "swapped_selected") is None
     assert analysis.corrupted_selected([{"corrupted_selected": 0.2}, {"corrupted_selected": 0.4}]) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("n,big_b,b,steps", [(100, 20, 10, 15), (100, 50, 10, 37), (90, 30, 30, 4), (1000, 64, 16, 250)])
+def test_random_keep_coverage_matches_a_simulated_stream(n: int, big_b: int, b: int, steps: int) -> None:
+    """Against the loop's own stream (without replacement within an epoch) keeping b of each B at
+    random, averaged over 400 seeds: the closed form lies within the simulation's noise."""
+    import torch
+
+    from learnability.data import IndexStream
+
+    shares = []
+    for seed in range(400):
+        stream, g, seen = IndexStream(n, big_b, seed), torch.Generator().manual_seed(seed), set()
+        for _ in range(steps):
+            pos = stream.next()
+            seen.update(pos[torch.randperm(big_b, generator=g)[:b]].tolist())
+        shares.append(len(seen) / n)
+    want = analysis.random_keep_coverage(big_b * steps, b * steps, n)
+    assert sum(shares) / len(shares) == pytest.approx(want, abs=0.01)
+    assert analysis.random_keep_coverage(b * steps, b * steps, n) == pytest.approx(min(1.0, b * steps / n))
+    with pytest.raises(ValueError, match="kept <= drawn"):
+        analysis.random_keep_coverage(10, 20, n)

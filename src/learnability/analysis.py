@@ -151,6 +151,18 @@ def corrupted_selected(rows: Sequence[dict], key: str = "corrupted_selected") ->
     return run_mean(rows, key)
 
 
+def random_keep_coverage(drawn: int, kept: int, n: int) -> float:
+    """The share of an `n`-example pool a run would have trained on had it kept `kept` of its `drawn`
+    candidates at random: the stream draws without replacement within an epoch, so each example is
+    drawn k = floor(drawn / n) or k + 1 times, and is missed with probability (1 - kept / drawn)^k.
+    Beside `distinct_trained`, it tells a selection that narrows (well below) from one that spreads."""
+    if n < 1 or drawn < 1 or not 0 < kept <= drawn:
+        raise ValueError(f"need n >= 1 and 0 < kept <= drawn; got n={n}, drawn={drawn}, kept={kept}")
+    q, draws = kept / drawn, drawn / n
+    k, r = int(draws), draws - int(draws)
+    return (1 - r) * (1 - (1 - q) ** k) + r * (1 - (1 - q) ** (k + 1))
+
+
 def step_time_shares(rows: Sequence[dict]) -> dict[str, float]:
     """Shares of training wall-clock (one-off reference work and evaluation excluded) by category."""
     last = rows[-1]

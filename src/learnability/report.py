@@ -41,7 +41,15 @@ def load_run(path: str) -> dict:
     rows = read_jsonl(os.path.join(path, "metrics.jsonl"))
     if not rows:
         raise ValueError(f"{path}/metrics.jsonl holds no rows")
-    return {"path": path, "arm": cfg.get("name") or cfg["selection"]["score"], "config": cfg, "rows": rows}
+    summary = {}
+    if os.path.isfile(os.path.join(path, "summary.json")):  # absent while a run is going or was cut short
+        try:
+            with open(os.path.join(path, "summary.json"), encoding="utf-8") as f:
+                summary = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            summary = {}  # only the coverage section reads it; the rest of the report stands without it
+    return {"path": path, "arm": cfg.get("name") or cfg["selection"]["score"], "config": cfg, "rows": rows,
+            "summary": summary}
 
 
 def table(runs: list[dict], amortise: int = 10) -> list[dict]:
@@ -117,6 +125,27 @@ def plot(runs: list[dict], out_dir: str) -> list[str]:
     return paths
 
 
+def coverage_lines(runs: list[dict]) -> list[str]:
+    """Markdown lines on how much of the pool each run trained on (`distinct_trained`) against what
+    keeping the same share of its draws at random would have covered; none when no run logs it."""
+    lines = []
+    for run in runs:
+        last, n = run["rows"][-1], run["summary"].get("pool_size")
+        if last.get("distinct_trained") is None or not n or not last.get("candidates_drawn"):
+            continue
+        chance = analysis.random_keep_coverage(last["candidates_drawn"], last["examples_seen"], n)
+        lines.append(f"| {run['arm']} | {last['examples_seen'] / n:.2f} | {share(last['distinct_trained'])} | "
+                     f"{share(chance)} | {last['distinct_trained'] / chance:.2f} |")
+    if not lines:
+        return []
+    return ["", "## What the learner trained on", "",
+            "The share of the pool trained on at least once, against the share that keeping the same number of "
+            "each run's candidates at random would cover. A ratio well below 1 means the selection keeps revisiting "
+            "a narrower set (it may still pay: noise is what it should leave out).", "",
+            "| arm | passes over the pool (examples trained / pool) | pool trained on | at random | ratio |",
+            "|---|---|---|---|---|", *lines]
+
+
 def actor_learner_lines(runs: list[dict]) -> list[str]:
     """Markdown lines on runs scored by Ray actors (`backend=ray`): the learner's idle time waiting
     on the queue and every actor's scoring FLOPs and seconds; none when no run used actors."""
@@ -173,6 +202,7 @@ def build_report(paths: Sequence[str], out_dir: str | None = None, amortise: int
         last = run["rows"][-1]
         lines.append(f"| {run['arm']} | " + " | ".join(f"{last.get('flops_' + c, 0):.3g}" for c in ("learner", "scoring", "proxy_train", "reference"))
                      + " | " + " | ".join(f"{last.get('seconds_' + c, 0):.1f}" for c in ("learner", "scoring", "selection", "proxy_train", "reference")) + " |")
+    lines += coverage_lines(runs)
     lines += actor_learner_lines(runs)
     lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
     path = os.path.join(out_dir, "report.md")
