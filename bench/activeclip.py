@@ -16,7 +16,7 @@ covers about 1 - 0.8**4 = 59% of the garments. Removing the noise helps uniform 
 regimes of bench/results/activeclip-oracle*.md, where it did not, are kept), though a perfect filter
 saves 28% of updates before training, 32.5% in the loop and 37.7% grading the noise kinds, not 40%,
 against uniform@2000; against uniform near its plateau (10000 steps) the graded filter saves 49% and
-activeclip 44% (README point 6d, with `--no-uniform` runs; issue #11; 8
+activeclip 44% (docs/image-text-benchmark.md point 6d, with `--no-uniform` runs; issue #11; 8
 renderings, half the oracle's repetition, change none of it: bench/results/activeclip-renderings8.md;
 activeclip saves more than either: bench/results/activeclip-oracle-filter.md). Every arm
 of a seed trains on the same data, seeds and evaluation schedule, with warm-up and a cosine learning
@@ -25,7 +25,7 @@ rate decayed to zero at its last step. Arms (`ARMS`):
 - uniform: b pairs drawn uniformly (the baseline whose end-of-run zero-shot accuracy is the target);
 - random_subset: B drawn, b kept uniformly at random (the control for drawing more per update);
 - oracle: uniform on the pool's clean pairs only: a perfect, free noise filter (not a bound on
-  selection here: ActiveCLIP saves more, README point 6b);
+  selection here: ActiveCLIP saves more, docs/image-text-benchmark.md point 6b);
 - oracle_filter: the perfect filter in the loop at activeclip's f = 0.5: B drawn from the noisy
   pool, its clean pairs kept first (score `oracle`, the ground truth), corrupted ones only to fill
   b; the bound on what filtering noise at f = 0.5 can save, with activeclip's candidates per update;
@@ -42,7 +42,7 @@ rate decayed to zero at its last step. Arms (`ARMS`):
   super-batch (its pairwise loss minus the reference's) in place of the online proxy; the learner's
   forward on all B candidates is counted as scoring compute;
 - jest_t5 (only when named): jest sampled at temperature 5, which widens the set it trains on
-  (README point 8f: level with activeclip on the garments validation split).
+  (docs/image-text-benchmark.md point 8f: level with activeclip on the garments validation split).
 Any `--section.field=value` override applies to every arm (e.g. `--pairs.renderings=1
 --pairs.swapped=0.2 --pairs.uninformative=0.1 --data.test_size=3000` gives back the earlier, milder
 bench). Writes bench/results/<name>.json (a row per arm and seed) and a markdown table of medians.
@@ -115,7 +115,7 @@ BENCH_OVERRIDES = ["--task=clip", "--pairs.logit_bias_init=-5", *[f"--pairs.{k}=
 # from scikit-learn's 8x8 digits: 359 test digits, a 300-digit curated reference trained 1170 epochs
 # (2 full batches of 128 an epoch: 2340 steps, the steps of the garments' reference, 30 epochs of 78),
 # the other 1138 digits rendered 64 times each in the pool (72.8k pairs) on a 24-pixel canvas (the
-# digits are 8x8). (A first run trained it 200 epochs, 400 steps, by a miscount: README point 8.)
+# digits are 8x8). (A first run trained it 200 epochs, 400 steps, by a miscount: docs/image-text-benchmark.md point 8.)
 DATASETS = {
     "fashion_mnist": [],
     "digits": ["--data.source=digits", "--data.reference_size=300", "--data.pool_size=0", "--pairs.image_size=24",

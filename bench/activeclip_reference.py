@@ -1,4 +1,4 @@
-"""How good is the ActiveCLIP bench's reference model, per proxy architecture? (README point 8)
+"""How good is the ActiveCLIP bench's reference model, per proxy architecture? (docs/image-text-benchmark.md point 8)
 
     python bench/activeclip_reference.py --dataset=digits --proxies=dual_cnn_tiny,dual_cnn_tiny_fullres --seeds=0,1,2
 
