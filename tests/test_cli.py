@@ -65,6 +65,10 @@ def test_compare_end_to_end_report_consistent_with_metrics(tmp_path):
     n, last = summary["pool_size"], rows[-1]
     chance = analysis.random_keep_coverage(last["candidates_drawn"], last["examples_seen"], n)
     assert f"| rho | {last['examples_seen'] / n:.2f} | {100 * last['distinct_trained']:.1f}% | {100 * chance:.1f}% |" in report
+    ref = json.loads((out / "learnability" / "summary.json").read_text())
+    assert (f"| learnability | {100 * ref['reference_accuracy']:.1f}% | {100 * ref['proxy_accuracy']:.1f}% | "
+            f"{100 * table['learnability']['final_accuracy']:.1f}% |") in report
+    assert f"| rho | {100 * summary['reference_accuracy']:.1f}% | n/a |" in report  # rho has no online proxy
     u = uniform[-1]
     assert f"| uniform | {u['examples_seen'] / n:.2f} | {100 * u['distinct_trained']:.1f}% | {100 * min(1.0, u['examples_seen'] / n):.1f}% | 1.00 |" in report
     # a copied run reports the same from its files alone
@@ -86,6 +90,18 @@ def test_run_ledger_matches_closed_form(tmp_path):
     assert math.isclose(last["flops_proxy_train"], 40 * per_step["proxy_train"])
     assert last["flops_reference"] == first["flops_reference"] > 0
     assert summary["super_batch"] == 64 and summary["proxy_flops_ratio"] > 1
+    # the small models' own test accuracy: the saved reference, evaluated apart, gives the same
+    import torch
+
+    from learnability import config as C
+    from learnability.tasks import get_task
+
+    cfg = C.apply_overrides(C.RunConfig(), [*TINY, "--selection.score=learnability"])
+    task = get_task("classify")(cfg, None, torch.device("cpu"), False)
+    ref = task.build_model("proxy")
+    ref.load_state_dict(torch.load(out / "reference" / "model.pt", weights_only=True))
+    assert summary["reference_accuracy"] == task.evaluate(ref, final=False)["test_accuracy"]
+    assert 0.1 < summary["proxy_accuracy"] <= 1 and 0.1 < summary["reference_accuracy"] <= 1
 
 
 def test_run_refuses_to_overwrite(tmp_path):

@@ -27,7 +27,8 @@ from learnability.flops import Ledger
 from learnability.io import atomic_write_text, ids_digest
 from learnability.replicas import join
 from learnability.runtime import (build_learner, build_selection, learner_lr, learner_step, online_reference_step,
-                                  proxy_step, selection_window, start_run, super_batch_size)
+                                  proxy_accuracies, proxy_step, selection_window, start_run,
+                                  super_batch_size)
 from learnability.tasks import get_task
 
 
@@ -127,6 +128,7 @@ def run(cfg: C.RunConfig, data: object | None = None, resume: bool = False) -> d
         "eval_split": "validation" if cfg.data.val_size else "test",  # data.val_size: tuning never reads test
         "loop": {"steps": t.steps - first + 1, "seconds": wall},  # this process's steps and their wall-clock
         **task.summary(selector, learner_cost, ema_flops, b, big_b),
+        **(proxy_accuracies(task, selector) if rep.main else {}),  # how strong the small models ended
     }
     if rep.main:
         atomic_write_text(os.path.join(cfg.out, "summary.json"), json.dumps(summary, indent=2) + "\n")

@@ -146,6 +146,21 @@ def coverage_lines(runs: list[dict]) -> list[str]:
             "|---|---|---|---|---|", *lines]
 
 
+def small_model_lines(runs: list[dict]) -> list[str]:
+    """Markdown lines on the small models' own test accuracy at the end of each selecting run (the
+    summary's `reference_accuracy`, `proxy_accuracy`) beside the learner's; none when no run has them."""
+    lines = [f"| {r['arm']} | {share(r['summary'].get('reference_accuracy'))} | {share(r['summary'].get('proxy_accuracy'))} | "
+             f"{share(analysis.final_accuracy(r['rows']))} |"
+             for r in runs if {"reference_accuracy", "proxy_accuracy"} & set(r["summary"])]
+    if not lines:
+        return []
+    return ["", "## The small models", "",
+            "Test accuracy of the reference (frozen, or as trained alongside) and of the online proxy at the end of "
+            "each run, evaluated as the learner is. Learnability gains on the clean reference alone only where the "
+            "reference is strong enough (on the image-text bench: docs/image-text-benchmark.md, points 8c-8e).", "",
+            "| arm | reference | online proxy | learner (final) |", "|---|---|---|---|", *lines]
+
+
 def actor_learner_lines(runs: list[dict]) -> list[str]:
     """Markdown lines on runs scored by Ray actors (`backend=ray`): the learner's idle time waiting
     on the queue and every actor's scoring FLOPs and seconds; none when no run used actors."""
@@ -203,6 +218,7 @@ def build_report(paths: Sequence[str], out_dir: str | None = None, amortise: int
         lines.append(f"| {run['arm']} | " + " | ".join(f"{last.get('flops_' + c, 0):.3g}" for c in ("learner", "scoring", "proxy_train", "reference"))
                      + " | " + " | ".join(f"{last.get('seconds_' + c, 0):.1f}" for c in ("learner", "scoring", "selection", "proxy_train", "reference")) + " |")
     lines += coverage_lines(runs)
+    lines += small_model_lines(runs)
     lines += actor_learner_lines(runs)
     lines += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
     path = os.path.join(out_dir, "report.md")

@@ -235,3 +235,20 @@ def proxy_step(selector: Selector, batch: Batch, where: str) -> float:
         return selector.train_proxy(batch)
     except FloatingPointError as e:
         raise NonFiniteLossError(f"{where}: {e}") from e
+
+
+def proxy_accuracies(task: "Task", selector: Selector | None) -> dict[str, float]:
+    """The run's small models scored by the learner's own evaluation at the end of the run: the
+    reference's `test_accuracy` (`reference_accuracy`; frozen, or as trained alongside) and the
+    online proxy's (`proxy_accuracy`). On the image-text bench learnability beat the reference alone
+    only where the reference was strong enough (docs/image-text-benchmark.md points 8c-8e); these say
+    how strong a run's were. Empty without selection (rank 0 alone evaluates)."""
+    if selector is None:
+        return {}
+    out = {}
+    for key, model in (("reference_accuracy", selector.reference), ("proxy_accuracy", selector.proxy)):
+        if model is not None:
+            training = model.training
+            out[key] = float(task.evaluate(model, final=False)["test_accuracy"])
+            model.train(training)
+    return out

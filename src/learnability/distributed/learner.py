@@ -38,8 +38,8 @@ from learnability.distributed.actor import ActorSpec, ScoringActor
 from learnability.errors import ConfigError
 from learnability.flops import WALL_CATEGORIES, Ledger
 from learnability.io import JsonlWriter, atomic_write_text, ids_digest
-from learnability.runtime import (build_learner, build_selection, learner_lr, learner_step, proxy_step, start_run,
-                                  super_batch_size)
+from learnability.runtime import (build_learner, build_selection, learner_lr, learner_step, proxy_accuracies,
+                                  proxy_step, start_run, super_batch_size)
 from learnability.tasks import get_task
 
 ACTOR_KEYS = ("flops_scoring", "seconds_data", "seconds_scoring", "seconds_selection")
@@ -226,6 +226,7 @@ def _train(cfg, task, queue, learner, optimizer, ema, ema_flops, learner_cost, s
         "ledger": ledger.state_dict(), "pool_size": task.pool_size,
         "eval_split": "validation" if cfg.data.val_size else "test",  # data.val_size: tuning never reads test
         **task.summary(selector, learner_cost, ema_flops, b, big_b),
+        **proxy_accuracies(task, selector),  # how strong the small models ended (the learner's copy of the proxy)
         "ray": {"actors": q.actors, "publish_every": q.publish_every, "queue_size": q.queue_size,
                 "learner_steps_per_s": (t.steps - first + 1) / (wall - (ledger.seconds["eval"] - eval_before)),
                 "learner_idle_fraction": idle_fraction(ledger),
