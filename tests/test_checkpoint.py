@@ -124,8 +124,11 @@ def test_restore_starts_a_part_added_later_empty_with_a_warning(capsys):
     state = ck.capture({"learner": a})
     cov = Coverage(10)
     ck.restore({"learner": b, "coverage": cov}, state)
-    assert torch.equal(a.weight, b.weight) and cov.count == 0
+    assert torch.equal(a.weight, b.weight) and cov.count == 0 and cov.partial
     assert "before runs saved their 'coverage'" in capsys.readouterr().err
+    ck.restore({"learner": b, "coverage": Coverage(10)}, state, warn=False)  # a data-parallel rank but 0
+    assert capsys.readouterr().err == ""
+    assert not Coverage(10).partial and ck.capture({"c": cov})["parts"]["c"]["partial"]  # kept in the next checkpoint
     with pytest.raises(ck.CheckpointError, match=r"lacks \['selector'\]"):  # not one added later: refused
         ck.restore({"learner": b, "coverage": cov, "selector": b}, state)
 
@@ -156,6 +159,11 @@ def test_resume_of_a_checkpoint_without_coverage_continues(tmp_path, monkeypatch
     assert all(x["loss_learner"] == y["loss_learner"] and x["selected_digest"] == y["selected_digest"] for x, y in train)
     assert all(y["distinct_trained"] <= x["distinct_trained"] for x, y in train)
     assert train[-1][1]["distinct_trained"] < train[-1][0]["distinct_trained"]
+    assert resumed["coverage_partial"] and not full["coverage_partial"]
+    from learnability.report import build_report
+
+    build_report([part.out], str(tmp_path / "rep"))
+    assert "(counted from a resume on)" in (tmp_path / "rep" / "report.md").read_text()
 
 
 class Interrupt(Exception):

@@ -61,15 +61,15 @@ def test_compare_end_to_end_report_consistent_with_metrics(tmp_path):
     assert summary["closed_form_step_flops"]["scoring"] >= 64 * summary["learner_flops_per_example"]["forward"]
     report = (out / "report.md").read_text()
     assert "![accuracy_vs_flops.png](accuracy_vs_flops.png)" in report
-    # coverage against keeping at random: uniform trains on exactly what it draws
+    # coverage against keeping at random
     n, last = summary["pool_size"], rows[-1]
     chance = analysis.random_keep_coverage(last["candidates_drawn"], last["examples_seen"], n)
     assert f"| rho | {last['examples_seen'] / n:.2f} | {100 * last['distinct_trained']:.1f}% | {100 * chance:.1f}% |" in report
     ref = json.loads((out / "learnability" / "summary.json").read_text())
-    assert (f"| learnability | {100 * ref['reference_accuracy']:.1f}% | {100 * ref['proxy_accuracy']:.1f}% | "
-            f"{100 * table['learnability']['final_accuracy']:.1f}% |") in report
-    assert f"| rho | {100 * summary['reference_accuracy']:.1f}% | n/a |" in report  # rho has no online proxy
-    u = uniform[-1]
+    assert (f"| learnability | test | {100 * ref['reference_accuracy']:.1f}% | {100 * ref['proxy_accuracy']:.1f}% | "
+            f"{100 * ref['final_accuracy']:.1f}% |") in report
+    assert f"| rho | test | {100 * summary['reference_accuracy']:.1f}% | n/a |" in report  # rho has no online proxy
+    u = uniform[-1]  # uniform trains on exactly what it draws
     assert f"| uniform | {u['examples_seen'] / n:.2f} | {100 * u['distinct_trained']:.1f}% | {100 * min(1.0, u['examples_seen'] / n):.1f}% | 1.00 |" in report
     # a copied run reports the same from its files alone
     copy = tmp_path / "copy"

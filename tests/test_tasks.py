@@ -85,6 +85,7 @@ def test_class_balance_is_one_for_a_balanced_batch_and_zero_for_one_class() -> N
 
     assert class_balance(torch.arange(10).repeat(3), 10) == pytest.approx(1.0)
     assert class_balance(torch.full((8,), 3), 10) == 0.0
+    assert class_balance(torch.arange(5), 100) == pytest.approx(1.0)  # 5 labels can reach only 5 classes
     assert 0 < class_balance(torch.tensor([0, 0, 0, 1]), 2) < class_balance(torch.tensor([0, 0, 1, 1]), 2) == pytest.approx(1.0)
 
 

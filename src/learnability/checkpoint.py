@@ -114,13 +114,15 @@ def capture(parts: dict[str, Stateful | None], **extra: Any) -> dict:
 
 
 # Parts added to the checkpoint after release, and what a checkpoint written before them resumes
-# without: such a run continues, the part starting empty, with a warning saying what that changes.
-ADDED_LATER = {"coverage": "its `distinct_trained` counts only the pairs trained on after this resume"}
+# without: such a run continues, the part starting empty (its `started_late()` called, if it has
+# one), with a warning saying what that changes.
+ADDED_LATER = {"coverage": "its `distinct_trained` counts only the examples trained on after this resume "
+                           "(`coverage_partial` in summary.json)"}
 
 
-def restore(parts: dict[str, Stateful | None], state: dict) -> None:
+def restore(parts: dict[str, Stateful | None], state: dict, warn: bool = True) -> None:
     """Load each part's state dict from `state` (the same parts must be present, but for those in
-    `ADDED_LATER`, which start empty with a warning) and the RNGs."""
+    `ADDED_LATER`, which start empty, with a warning on stderr if `warn`) and the RNGs."""
     want = {k for k, v in parts.items() if v is not None}
     have = set(state["parts"])
     older = {k for k in want - have if k in ADDED_LATER}  # written by a version before these parts
@@ -128,11 +130,13 @@ def restore(parts: dict[str, Stateful | None], state: dict) -> None:
         extra, missing = sorted(have - want), sorted(want - have - older)
         raise CheckpointError(f"the checkpoint holds {sorted(have)} but this run has {sorted(want)}"
                               f"{f' (it lacks {missing})' if missing else ''}{f' (this run has no {extra})' if extra else ''}"
-                              f"; it was written by a run with another config (selection, EMA, proxy or data "
-                              f"parallelism): resume with that config, or start the run again in a new --out")
+                              f"; it was written by a run with another config (train.ema, reference.train_on or "
+                              f"backend): resume with that config, or start the run again in a new --out")
     for k in sorted(older):
-        print(f"learnability: warning: the checkpoint was written before runs saved their {k!r}; resuming with it "
-              f"empty: {ADDED_LATER[k]}", file=sys.stderr)
+        getattr(parts[k], "started_late", lambda: None)()
+        if warn:
+            print(f"learnability: warning: the checkpoint was written before runs saved their {k!r}; resuming with "
+                  f"it empty: {ADDED_LATER[k]}", file=sys.stderr)
     for k in want - older:
         parts[k].load_state_dict(state["parts"][k])
     torch.set_rng_state(state["torch_rng"])
@@ -186,14 +190,14 @@ class Checkpointer:
         state = load_latest(self.run_dir) if self.resuming else None
         if state is None:
             return 1, {}, JsonlWriter(metrics_path) if self.rank == 0 else _Discard()
-        restore(parts, state)
+        restore(parts, state, warn=self.rank == 0)
         if local is not None:
             ranks = state.get("ranks")
             if ranks is None or len(ranks) != self.world:
                 raise CheckpointError(f"the checkpoint in {_dir(self.run_dir)} was written by "
                                       f"{len(ranks) if ranks else 'a run without'} rank(s) but this run has {self.world}; "
                                       f"resume it with --train.nproc={len(ranks) if ranks else 1}")
-            restore(local, ranks[self.rank])  # its parts and its RNGs
+            restore(local, ranks[self.rank], warn=self.rank == 0)  # its parts and its RNGs
         writer = reopen_metrics(metrics_path, state["metrics_rows"]) if self.rank == 0 else _Discard()
         return state["step"] + 1, state.get("extra", {}), writer
 

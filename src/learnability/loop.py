@@ -125,6 +125,7 @@ def run(cfg: C.RunConfig, data: object | None = None, resume: bool = False) -> d
         "proxy_flops_ratio": learner_cost.forward / selector.cost("proxy", example).forward
         if selector is not None and selector.proxy is not None else None,
         "ledger": rep.total(ledger).state_dict(), "pool_size": task.pool_size,
+        "coverage_partial": coverage.partial,  # distinct_trained counted from a resume on, not from step 1
         "eval_split": "validation" if cfg.data.val_size else "test",  # data.val_size: tuning never reads test
         "loop": {"steps": t.steps - first + 1, "seconds": wall},  # this process's steps and their wall-clock
         **task.summary(selector, learner_cost, ema_flops, b, big_b),

@@ -134,6 +134,10 @@ def coverage_lines(runs: list[dict]) -> list[str]:
         if last.get("distinct_trained") is None or not n or not last.get("candidates_drawn"):
             continue
         chance = analysis.random_keep_coverage(last["candidates_drawn"], last["examples_seen"], n)
+        if run["summary"].get("coverage_partial"):  # resumed from a checkpoint without it: counted from there on
+            lines.append(f"| {run['arm']} | {last['examples_seen'] / n:.2f} | {share(last['distinct_trained'])} "
+                         f"(counted from a resume on) | {share(chance)} | n/a |")
+            continue
         lines.append(f"| {run['arm']} | {last['examples_seen'] / n:.2f} | {share(last['distinct_trained'])} | "
                      f"{share(chance)} | {last['distinct_trained'] / chance:.2f} |")
     if not lines:
@@ -149,16 +153,17 @@ def coverage_lines(runs: list[dict]) -> list[str]:
 def small_model_lines(runs: list[dict]) -> list[str]:
     """Markdown lines on the small models' own test accuracy at the end of each selecting run (the
     summary's `reference_accuracy`, `proxy_accuracy`) beside the learner's; none when no run has them."""
-    lines = [f"| {r['arm']} | {share(r['summary'].get('reference_accuracy'))} | {share(r['summary'].get('proxy_accuracy'))} | "
-             f"{share(analysis.final_accuracy(r['rows']))} |"
-             for r in runs if {"reference_accuracy", "proxy_accuracy"} & set(r["summary"])]
-    if not lines:
+    have = [r for r in runs if {"reference_accuracy", "proxy_accuracy"} & set(r["summary"])]
+    if not have:
         return []
+    lines = [f"| {r['arm']} | {r['summary'].get('eval_split', 'test')} | {share(r['summary'].get('reference_accuracy'))} | "
+             f"{share(r['summary'].get('proxy_accuracy'))} | {share(r['summary'].get('final_accuracy'))} |" for r in have]
     return ["", "## The small models", "",
-            "Test accuracy of the reference (frozen, or as trained alongside) and of the online proxy at the end of "
-            "each run, evaluated as the learner is. Learnability gains on the clean reference alone only where the "
-            "reference is strong enough (on the image-text bench: docs/image-text-benchmark.md, points 8c-8e).", "",
-            "| arm | reference | online proxy | learner (final) |", "|---|---|---|---|", *lines]
+            "Accuracy of the reference (frozen, or as trained alongside) and of the online proxy at the end of each "
+            "run, on the split and with the evaluation the learner gets; the learner's is its last evaluation. "
+            "Learnability gains on the clean reference alone only where the reference is strong enough (on the "
+            "image-text bench: docs/image-text-benchmark.md, points 8c-8e).", "",
+            "| arm | split | reference | online proxy | learner (last evaluation) |", "|---|---|---|---|---|", *lines]
 
 
 def actor_learner_lines(runs: list[dict]) -> list[str]:

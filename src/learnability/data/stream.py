@@ -84,6 +84,12 @@ class Coverage:
             raise ValueError("the pool is empty")
         self.n, self.count = n, 0
         self.bits = np.zeros((n + 7) // 8, dtype=np.uint8)
+        self.partial = False  # counting began after step 1 (a resume from a checkpoint that lacked it)
+
+    def started_late(self) -> None:
+        """Counting starts now, not at step 1 (`checkpoint.restore` calls it for a checkpoint written
+        before coverage was saved); `partial` says so in the run's summary and report."""
+        self.partial = True
 
     def add(self, pos: torch.Tensor) -> float:
         """Mark the positions `pos` (any shape, repeats allowed) as trained on; returns the share of
@@ -97,9 +103,10 @@ class Coverage:
         return self.count / self.n
 
     def state_dict(self) -> dict:
-        return {"n": self.n, "count": self.count, "bits": torch.from_numpy(self.bits.copy())}
+        return {"n": self.n, "count": self.count, "bits": torch.from_numpy(self.bits.copy()), "partial": self.partial}
 
     def load_state_dict(self, state: dict) -> None:
         if state["n"] != self.n:
             raise ValueError(f"the checkpoint's coverage is of a {state['n']}-example pool; this run's has {self.n}")
         self.count, self.bits = int(state["count"]), state["bits"].numpy().copy()
+        self.partial = bool(state.get("partial", False))

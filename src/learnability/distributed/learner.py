@@ -224,6 +224,7 @@ def _train(cfg, task, queue, learner, optimizer, ema, ema_flops, learner_cost, s
         "proxy_flops_ratio": (learner_cost.forward / selector.cost("proxy", example).forward)
         if selector.proxy is not None else None,
         "ledger": ledger.state_dict(), "pool_size": task.pool_size,
+        "coverage_partial": coverage.partial,  # distinct_trained counted from a resume on, not from step 1
         "eval_split": "validation" if cfg.data.val_size else "test",  # data.val_size: tuning never reads test
         **task.summary(selector, learner_cost, ema_flops, b, big_b),
         **proxy_accuracies(task, selector),  # how strong the small models ended (the learner's copy of the proxy)
