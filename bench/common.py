@@ -54,7 +54,9 @@ def arm_rows(out: str, arms: list[str], amortise: int, extra_keys: tuple[str, ..
                "proxy_flops_ratio": summary["proxy_flops_ratio"], "target": s["target"],
                "reached_at_step": s["reached_at_step"], "uniform_reached_at_step": s["uniform_reached_at_step"],
                "selection_time_share": shares["selection"], "scoring_time_share": shares["scoring"],
-               "train_seconds": metrics[-1]["seconds_total"]}
+               "train_seconds": metrics[-1]["seconds_total"],
+               # the small models' own accuracy at the end (None for uniform, and for runs before they were logged)
+               "reference_accuracy": summary.get("reference_accuracy"), "proxy_accuracy": summary.get("proxy_accuracy")}
         for key in extra_keys:  # mean of the last three evaluations, like final_accuracy
             vals = [r[key] for r in evals[-analysis.WINDOW:] if key in r]
             row[f"final_{key}"] = sum(vals) / len(vals) if vals else None

@@ -225,6 +225,11 @@ def test_reference_probe_trains_the_very_reference_the_bench_trains(digits: Path
         digits / "probe" / "runs" / "seed0" / "dual_cnn_tiny" / "reference" / "meta.json",
         digits / "bench" / "runs" / "seed0" / "reference" / "meta.json")]
     assert metas[0] == metas[1]
+    # and the bench's rows carry that reference's own zero-shot, as the probe measures it
+    probe = {r["proxy"]: r for r in json.loads((digits / "probe0.json").read_text())["rows"]}
+    bench = {r["arm"]: r for r in json.loads((digits / "bench" / "res" / "activeclip.json").read_text())["rows"]}
+    assert bench["activeclip"]["reference_accuracy"] == pytest.approx(probe["dual_cnn_tiny"]["zero_shot"], abs=1e-12)
+    assert 0 < bench["activeclip"]["proxy_accuracy"] <= 1 and bench["uniform"]["reference_accuracy"] is None
 
 
 @pytest.mark.parametrize("arg, says", [("--proxies=nope", "pairs.proxy must be one of"),
