@@ -50,7 +50,7 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class SelectionConfig:
     score: str = "learnability"    # see `learnability.scores.list_scores()`; uniform = no selection
-    sampler: str = "softmax"       # softmax (Gumbel top-k) | topk
+    sampler: str = "softmax"       # softmax (Gumbel top-k) | topk | jest (image-text: joint)
     temperature: float = 1.0
     filter_ratio: float = 0.5      # f: super-batch B = b / (1 - f)
     proxy_lr: float = 1e-3
