@@ -255,8 +255,14 @@ def markdown(med: list[dict], rows: list[dict], budgets: list[int], command: str
         v = sorted(r[key] for r in uni)
         return f"{', '.join(f'{x:.4f}' for x in v)} (spread {max(v) - min(v):.4f})"
 
+    small = [(m["arm"], ", ".join(f"{r['reference_accuracy']:.3f} / " + (f"{r['proxy_accuracy']:.3f}" if r.get("proxy_accuracy")
+                                                                             is not None else "-")
+                                  for r in sorted(rows, key=lambda r: r["seed"]) if r["arm"] == m["arm"]
+                                  and r.get("reference_accuracy") is not None)) for m in med]
     lines += ["", f"Uniform over seeds: zero-shot at the end {spread('end_zeroshot')}; mean of the last three "
                   f"evaluations {spread('final_zeroshot')}." if uni else "",
+              "The small models' own zero-shot at the end of each arm's full-budget run, reference / online proxy "
+              "(per seed): " + "; ".join(f"{a} {v}" for a, v in small if v) + "." if any(v for _, v in small) else "",
               f"Learner / proxy forward FLOPs per example: {', '.join(map(str, ratios)) or 'n/a'}. Medians over seeds "
               "(an arm that missed the target on a seed counts as the worst). Decayed budgets: an arm needs the budget "
               "where its end-of-run zero-shot crosses the target, linear between the two budgets that bracket it; its "

@@ -73,6 +73,9 @@ def test_every_arm_runs_and_the_table_holds_each(tmp_path: Path) -> None:
     md = (tmp_path / "res" / "activeclip.md").read_text()
     assert "| random_subset |" in md and "| oracle |" in md and "spread" in md and "Fully decayed budgets" in md
     assert "share of oracle / oracle_filter's" in md
+    ac = row  # the activeclip row: its reference's and online proxy's own zero-shot, in the notes under the table
+    assert f"activeclip {ac['reference_accuracy']:.3f} / {ac['proxy_accuracy']:.3f}" in md
+    assert "uniform " not in md.split("The small models' own zero-shot")[1].split("\n")[0]
 
 
 def test_the_on_request_arms_score_with_the_learner_and_run_only_when_named() -> None:
