@@ -134,6 +134,11 @@ def test_report_names_the_file_and_line_of_a_damaged_metrics_jsonl(tmp_path, cap
     Path(path).write_bytes(good[:-10])  # a run killed while writing its last row: reported without it
     assert main(["report", out]) == 0
     assert f"{path} line 8 is cut short" in capsys.readouterr().err
+    # a damaged summary.json: the report stands, says so, and leaves the run out of the tables that read it
+    Path(path).write_bytes(good)
+    Path(out, "summary.json").write_text("{bad")
+    assert main(["report", out]) == 0
+    assert f"{out}/summary.json is not valid JSON" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["run", "compare", "demo"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any, Sequence
 
 from learnability import analysis
@@ -46,8 +47,9 @@ def load_run(path: str) -> dict:
         try:
             with open(os.path.join(path, "summary.json"), encoding="utf-8") as f:
                 summary = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            summary = {}  # only the coverage section reads it; the rest of the report stands without it
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:  # the rest of the report stands without it
+            print(f"learnability: warning: {path}/summary.json is not valid JSON ({e}); the report leaves this run "
+                  f"out of its coverage and small-model tables", file=sys.stderr)
     return {"path": path, "arm": cfg.get("name") or cfg["selection"]["score"], "config": cfg, "rows": rows,
             "summary": summary}
 
