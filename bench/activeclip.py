@@ -100,6 +100,7 @@ ARMS = {
     "jest_learner": ("jest_learner", 0.8, None),
     "jest_t5": ("jest", 0.8, None),
 }
+PAIRED_AGAINST = "activeclip"  # the arm every other scored arm is paired with, seed by seed, in the tables
 ON_REQUEST = ("rho", "jest_learner", "jest_t5")  # run only when named in --arms (not by default)
 TEMPERATURE = {"jest_t5": 5.0}  # an arm's own sampling temperature (others: selection.temperature)
 # The actor (online proxy and reference): dual_cnn_tiny (a CNN on 2x-pooled images, bag-of-words
@@ -206,6 +207,39 @@ def decayed_cell(rows: list[dict], m: dict) -> str:
     return ", ".join(("≥" if r["censored"] else "") + pct(r["decayed_updates_saved"]) for r in own)
 
 
+def paired_lines(rows: list[dict], against: str = PAIRED_AGAINST) -> list[str]:
+    """Each scored arm against `against`, seed by seed: updates saved on the fully decayed budgets (a
+    censored seed at its lower bound, a missed one behind any number) and zero-shot at the full budget's
+    end. Empty when `against` did not run or nothing else was scored."""
+    arms = [a for a in dict.fromkeys(r["arm"] for r in rows) if a not in ("uniform", against)]
+    if against not in {r["arm"] for r in rows} or not arms:
+        return []
+
+    def by_seed(arm: str, key: str) -> dict:
+        return {r["seed"]: r[key] for r in rows if r["arm"] == arm}
+
+    def signed(x: float) -> str:
+        return f"{round(x, 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
+
+    def cell(arm: str, key: str, scale: float, unit: str) -> str:
+        p = analysis.paired(by_seed(arm, key), by_seed(against, key))
+        diffs = ", ".join("-" if d is None else signed(d * scale) for d in p["diffs"].values())
+        mean = "-" if p["mean"] is None else signed(p["mean"] * scale) + (
+            f" ± {p['sd'] * scale:.1f}" if p["sd"] is not None else "")
+        return (f"{diffs} | {mean} {unit} | {p['ahead']} / {p['behind']}" + (f" / {p['level']} level" if p["level"] else "")
+                + f" of {len(p['seeds'])} | {p['sign_p']:.2f}")
+
+    lines = ["", f"**Paired by seed, against {against}** (each arm minus {against} on the same seed; ahead / behind: "
+                 "seeds on which the arm is above or below; p: the exact two-sided sign test over those seeds. At 3 "
+                 "seeds even 3 of 3 is p = 0.25, at 5 seeds 5 of 5 is 0.06: medians this close are not a ranking):", "",
+             "| arm | updates saved, decayed (per seed) | mean ± sd | ahead / behind | p | zero-shot at the full "
+             "budget's end (per seed) | mean ± sd | ahead / behind | p |", "|---|---|---|---|---|---|---|---|---|"]
+    for arm in arms:
+        lines.append(f"| {arm} | {cell(arm, 'decayed_updates_saved', 100, 'pts')} | "
+                     f"{cell(arm, 'end_zeroshot', 100, 'pts')} |")
+    return lines
+
+
 def markdown(med: list[dict], rows: list[dict], budgets: list[int], command: str, settings: str, where: str = "") -> str:
     bounds = [b for b in ("oracle", "oracle_filter") if any(m["arm"] == b for m in med)]  # clean-only, in-loop
     share_of = f"share of {' / '.join(bounds) or 'the oracle'}'s"
@@ -249,6 +283,7 @@ def markdown(med: list[dict], rows: list[dict], budgets: list[int], command: str
                      f"{pct(m['compute_saved'])} | {pct(m['compute_saved_amortised'])} | {pct(m['wallclock_saved'])} | "
                      f"{m['final_zeroshot']:.4f} | {share(m['final_r1_i2t'])} | {share(m['final_r1_t2i'])} | {attrs} | "
                      f"{share(m['corrupted_selected'])} | {by_kind} |")
+    lines += paired_lines(rows)
     uni = [r for r in rows if r["arm"] == "uniform"]
     ratios = sorted({round(r["proxy_flops_ratio"], 1) for r in rows if r.get("proxy_flops_ratio")})
 

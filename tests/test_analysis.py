@@ -95,3 +95,26 @@ def test_random_keep_coverage_matches_a_simulated_stream(n: int, big_b: int, b: 
     assert analysis.random_keep_coverage(b * steps, b * steps, n) == pytest.approx(min(1.0, b * steps / n))
     with pytest.raises(ValueError, match="kept <= drawn"):
         analysis.random_keep_coverage(10, 20, n)
+
+
+def test_paired_counts_seeds_ahead_and_behind_and_gives_the_exact_sign_test() -> None:
+    p = analysis.paired({0: 0.55, 1: 0.44, 2: 0.44, 3: 0.50}, {0: 0.53, 1: 0.40, 2: 0.50, 4: 0.9})
+    assert p["seeds"] == [0, 1, 2]  # seed 3 and 4 ran for one arm only
+    assert (p["ahead"], p["behind"], p["level"]) == (2, 1, 0)
+    assert p["diffs"][0] == pytest.approx(0.02) and p["diffs"][2] == pytest.approx(-0.06)
+    assert p["mean"] == pytest.approx(0.0) and p["sd"] == pytest.approx(0.0529150, rel=1e-5)  # stdev of 2, 4, -6 points
+    assert p["sign_p"] == 1.0  # 2 of 3: P(X <= 1) * 2 = 2 * 4 / 8
+    five = analysis.paired({s: 1.0 for s in range(5)}, {s: 0.0 for s in range(5)})
+    assert five["ahead"] == 5 and five["sign_p"] == pytest.approx(2 / 32)
+    four = analysis.paired({s: float(s != 0) for s in range(5)}, {s: 0.5 for s in range(5)})
+    assert (four["ahead"], four["behind"]) == (4, 1) and four["sign_p"] == pytest.approx(2 * 6 / 32)
+
+
+def test_paired_ranks_a_miss_behind_any_number_and_keeps_it_out_of_the_mean() -> None:
+    p = analysis.paired({0: None, 1: 0.3, 2: None}, {0: 0.1, 1: 0.2, 2: None})
+    assert (p["ahead"], p["behind"], p["level"]) == (1, 1, 1)
+    assert p["diffs"] == {0: None, 1: pytest.approx(0.1), 2: None}
+    assert p["mean"] == pytest.approx(0.1) and p["sd"] is None
+    assert analysis.paired({0: 0.5}, {0: 0.5})["sign_p"] == 1.0  # all level: nothing to test
+    with pytest.raises(ValueError, match="no seed in common"):
+        analysis.paired({0: 0.1}, {1: 0.1})

@@ -252,3 +252,24 @@ def test_the_bench_refuses_bad_input_in_one_line_that_says_what_to_fix(tmp_path:
     assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr[-1000:]
     assert r.stderr.startswith("activeclip.py: error: ")
     assert not (tmp_path / "res").exists()
+
+
+def test_the_paired_table_sets_each_scored_arm_against_activeclip_seed_by_seed() -> None:
+    sys.path.insert(0, BENCH)
+    try:
+        from activeclip import paired_lines
+    finally:
+        sys.path.remove(BENCH)
+
+    def row(arm: str, seed: int, saved: float | None, end: float) -> dict:
+        return {"arm": arm, "seed": seed, "decayed_updates_saved": saved, "end_zeroshot": end}
+
+    rows = [row("uniform", s, 0.0, 0.5) for s in range(3)]
+    rows += [row("activeclip", s, v, e) for s, v, e in ((0, 0.534, 0.666), (1, 0.399, 0.638), (2, 0.495, 0.663))]
+    rows += [row("jest_t5", s, v, e) for s, v, e in ((0, 0.547, 0.675), (1, 0.441, 0.653), (2, 0.438, 0.671))]
+    rows += [row("hard_learner", s, None, 0.3) for s in range(3)]
+    md = "\n".join(paired_lines(rows))
+    assert "| jest_t5 | +1.3, +4.2, -5.7 | -0.1 ± 5.1 pts | 2 / 1 of 3 | 1.00 | +0.9, +1.5, +0.8 | +1.1 ± 0.4 pts | 3 / 0 of 3 | 0.25 |" in md
+    assert "| hard_learner | -, -, - | - pts | 0 / 3 of 3 | 0.25 |" in md  # never reached: behind on every seed
+    assert "| uniform |" not in md and "| activeclip |" not in md
+    assert paired_lines([r for r in rows if r["arm"] != "activeclip"]) == []  # nothing to pair against

@@ -24,8 +24,9 @@ low). FLOPs and seconds are interpolated the same way between those runs.
 
 from __future__ import annotations
 
+import math
 import statistics
-from typing import Sequence
+from typing import Mapping, Sequence
 
 WINDOW = 3
 
@@ -180,3 +181,30 @@ def median(values: Sequence[float | None]) -> float | None:
         return None
     m = statistics.median(vals)
     return None if m == float("-inf") else m
+
+
+def paired(a: Mapping[int, float | None], b: Mapping[int, float | None]) -> dict:
+    """Arm `a` against arm `b` seed by seed (the seeds both ran): on how many `a` is ahead, behind or
+    level, the per-seed differences a - b, their mean and standard deviation, and the exact two-sided
+    sign test's p-value over the seeds that are not level (1.0 when none). None is a seed that never
+    reached the target, behind any number (two Nones are level; their difference is None and is left
+    out of the mean). With the few seeds a bench runs, the count and p say how far a median's ranking
+    can be trusted: at 3 seeds even 3 of 3 is p = 0.25."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise ValueError(f"no seed in common: {sorted(a)} and {sorted(b)}")
+
+    def sign(x: float | None, y: float | None) -> int:
+        if x is None or y is None:
+            return (x is not None) - (y is not None)
+        return (x > y) - (x < y)
+
+    signs = [sign(a[s], b[s]) for s in seeds]
+    diffs = {s: (a[s] - b[s] if a[s] is not None and b[s] is not None else None) for s in seeds}
+    known = [d for d in diffs.values() if d is not None]
+    ahead, behind = signs.count(1), signs.count(-1)
+    n = ahead + behind
+    tail = sum(math.comb(n, k) for k in range(min(ahead, behind) + 1)) / 2 ** n if n else 0.5
+    return {"seeds": seeds, "ahead": ahead, "behind": behind, "level": signs.count(0), "diffs": diffs,
+            "mean": statistics.fmean(known) if known else None,
+            "sd": statistics.stdev(known) if len(known) > 1 else None, "sign_p": min(1.0, 2 * tail)}
