@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -226,3 +227,59 @@ def test_user_errors_get_one_line_and_their_exit_code_and_a_bug_is_left_to_raise
     assert capsys.readouterr().err.splitlines() == ["tool: error: set x", "tool: stopped: loss is nan at step 3",
                                                     "tool: error: no data"]
     assert report_user_error(RuntimeError("a bug"), "tool") is None and capsys.readouterr().err == ""
+
+
+def test_compare_over_seeds_reports_medians_and_each_arm_against_uniform_seed_by_seed(tmp_path):
+    out = tmp_path / "seeds"
+    short = [a for a in TINY if not a.startswith(("--train.steps", "--train.eval_every"))] + [
+        "--train.steps=20", "--train.eval_every=5"]
+    r = cli("compare", f"--out={out}", "--seeds=3,5,7", "--arms=uniform,learnability", *short)
+    assert r.returncode == 0, r.stderr
+    assert "report over seeds" in r.stdout and "| learnability | 3 |" in r.stdout
+    per_seed = {}
+    for s in (3, 5, 7):
+        for arm in ("uniform", "learnability"):
+            assert json.loads((out / f"seed{s}" / arm / "config.json").read_text())["train"]["seed"] == s
+        per_seed[s] = {row["arm"]: row for row in json.loads((out / f"seed{s}" / "report.json").read_text())}
+    # the seeds share the data split (data.seed) and differ in what they train
+    refs = [json.loads((out / f"seed{s}" / "reference" / "meta.json").read_text()) for s in (3, 5, 7)]
+    assert len({m["trained_with"]["train_fingerprint"] for m in refs}) == 1
+    assert [m["trained_with"]["seed"] for m in refs] == [5, 7, 9] and len({m["weights_fingerprint"] for m in refs}) == 3
+    assert len({per_seed[s]["uniform"]["final_accuracy"] for s in (3, 5, 7)}) > 1
+    got = json.loads((out / "report.json").read_text())
+    assert got["seeds"] == [3, 5, 7]
+    med = {m["arm"]: m for m in got["arms"]}
+    for arm in ("uniform", "learnability"):
+        for key in ("final_accuracy", "updates_saved", "compute_saved"):
+            assert med[arm][key] == analysis.median([per_seed[s][arm][key] for s in (3, 5, 7)]), (arm, key)
+    (pair,) = med["learnability"]["paired"]
+    assert pair["against"] == "uniform" and pair["measure"] == "final_accuracy"
+    diffs = {s: per_seed[s]["learnability"]["final_accuracy"] - per_seed[s]["uniform"]["final_accuracy"] for s in (3, 5, 7)}
+    assert pair["diffs"] == {str(s): pytest.approx(d) for s, d in diffs.items()}
+    assert pair["ahead"] == sum(d > 0 for d in diffs.values()) and pair["behind"] == sum(d < 0 for d in diffs.values())
+    md = (out / "report.md").read_text()
+    assert "| learnability | uniform | final accuracy |" in md and "(seed3/report.md)" in md
+    # resume: a lost seed is trained again, the finished ones are kept as they are
+    kept = (out / "seed3" / "learnability" / "metrics.jsonl").read_text()
+    shutil.rmtree(out / "seed7")
+    r = cli("compare", "--resume", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "seed3" / "learnability" / "metrics.jsonl").read_text() == kept
+    again = json.loads((out / "seed7" / "report.json").read_text())
+    assert {row["arm"]: row["final_accuracy"] for row in again} == {
+        a: row["final_accuracy"] for a, row in per_seed[7].items()}  # deterministic given the seed
+    # `report` on the folder rebuilds the report over seeds (seed 7's wall-clock is the rerun's)
+    md = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0 and (out / "report.md").read_text() == md
+
+
+@pytest.mark.parametrize("seeds, says", [("0", "two or more"), ("1,1", "two or more distinct"), ("a,b", "integers"),
+                                         ("", "integers"), ("-1,2", ">= 0"),
+                                         ("0,1 --reference.dir=shared", "drop --reference.dir")])
+def test_compare_seeds_refuses_bad_input_before_training(tmp_path, capsys, seeds, says):
+    first, *more = seeds.split(" ")
+    assert main(["compare", f"--out={tmp_path / 'c'}", f"--seeds={first}", *more, *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "--seeds" in err and says in err, err
+    assert not (tmp_path / "c" / "seed0").exists()

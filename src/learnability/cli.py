@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shlex
 import sys
@@ -100,31 +101,33 @@ def _print_table(path: str, rows: list[dict]) -> None:
 
 
 def cmd_compare(args: list[str], defaults: list[str] | None = None) -> int:
-    from learnability.compare import compare, resumed_compare
+    from learnability.compare import compare, compare_seeds, resumed_compare
 
     resume, args = _split_resume(args)
     out, rest = _split_out(args)
     if resume:
-        cfg, arms = resumed_compare(resume, rest + ([f"--out={out}"] if out else []))
-        try:
-            path, rows = compare(cfg, arms, resume, resume=True)
-        except KeyboardInterrupt:
-            print(interrupted_message("compare", resume), file=sys.stderr)
-            return 130
-        _print_table(path, rows)
-        return 0
-    arms: list[str] = []
-    overrides = list(defaults or [])
-    for a in rest:
-        if a.startswith("--arms="):
-            arms = [s for s in a.split("=", 1)[1].split(",") if s]
-        else:
-            overrides.append(a)
-    cfg = C.apply_overrides(C.RunConfig(), overrides)
-    arms = arms or (["uniform", "activeclip", "jest"] if cfg.task == "clip" else ["uniform", "learnability"])
-    out = _out(out, "compare")
+        cfg, arms, seeds = resumed_compare(resume, rest + ([f"--out={out}"] if out else []))
+        out = resume
+    else:
+        arms, seeds, overrides = [], [], list(defaults or [])
+        for a in rest:
+            if a.startswith("--arms="):
+                arms = [s for s in a.split("=", 1)[1].split(",") if s]
+            elif a.startswith("--seeds="):
+                seeds = _seeds(a.split("=", 1)[1])
+            else:
+                overrides.append(a)
+        cfg = C.apply_overrides(C.RunConfig(), overrides)
+        arms = arms or (["uniform", "activeclip", "jest"] if cfg.task == "clip" else ["uniform", "learnability"])
+        out = _out(out, "compare")
     try:
-        path, rows = compare(cfg, arms, out)
+        if seeds:
+            path, _ = compare_seeds(cfg, arms, out, seeds, resume=bool(resume))
+            with open(path, encoding="utf-8") as f:
+                print(f.read().split("\n## ")[0].rstrip())
+            print(f"report: {path} (each seed's report in its seed<N> folder)")
+            return 0
+        path, rows = compare(cfg, arms, out, resume=bool(resume))
     except KeyboardInterrupt:
         print(interrupted_message("compare", out), file=sys.stderr)
         return 130
@@ -132,17 +135,38 @@ def cmd_compare(args: list[str], defaults: list[str] | None = None) -> int:
     return 0
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise C.ConfigError(f"--seeds={text}: give integers separated by commas, e.g. --seeds=0,1,2")
+    return seeds
+
+
 def cmd_report(args: list[str]) -> int:
-    from learnability.report import build_report
+    from learnability.report import build_report, seed_folders, seeds_report
 
     p = argparse.ArgumentParser(prog="learnability report", description="markdown report and plots from run directories")
-    p.add_argument("runs", nargs="+", help="run directories, or compare directories holding them")
+    p.add_argument("runs", nargs="+", help="run directories, or compare directories holding them (one multi-seed "
+                                           "compare directory: its report over seeds)")
     p.add_argument("--out", default=None, help="where to write report.md and the plots (default: the run folder)")
     p.add_argument("--amortise", type=int, default=10, help="runs over which one-off reference costs are amortised")
     try:
         a = p.parse_args(args)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed by argparse
         return int(e.code or 0)
+    folders = seed_folders(a.runs[0]) if len(a.runs) == 1 else {}
+    if folders:  # a multi-seed compare (`compare --seeds`): each seed's report, then the one over seeds
+        saved = os.path.join(a.runs[0], "compare.json")
+        order = []
+        if os.path.isfile(saved):
+            with open(saved, encoding="utf-8") as f:
+                order = json.load(f).get("arms", [])
+        path, _ = seeds_report(folders, a.out or a.runs[0], a.amortise, order=order)
+        print(f"report: {path} (each seed's report in its seed<N> folder)")
+        return 0
     path, rows = build_report(a.runs, a.out, a.amortise)
     _print_table(path, rows)
     return 0
@@ -160,6 +184,7 @@ USAGE = """usage: learnability {run,compare,report,demo} [--section.field=value 
   run       train one arm (--selection.score=learnability|hard_learner|easy_reference|rho|uniform);
             --checkpoint.every=N writes checkpoints; `run --resume RUN_DIR` continues a killed run
   compare   arms side by side on the same data and seeds (--arms=uniform,learnability,...) + report;
+            --seeds=0,1,2: once per seed, medians and seed-by-seed comparisons over them;
             `compare --resume DIR` keeps finished arms and continues the others from their checkpoints;
             --task=clip: image-text pairs, arms uniform,activeclip,jest (jest_learner: JEST scored by the learner)
   report    RUN_DIR... -> report.md and PNG plots, from the run files alone
@@ -177,11 +202,13 @@ COMMAND_USAGE = {
 
 Trains one arm into --out (default runs/run-<date>-<time>): config.json, metrics.jsonl, summary.json,
 and checkpoints every --checkpoint.every=N steps; `--resume RUN_DIR` continues a stopped run.""",
-    "compare": """usage: learnability compare [--arms=uniform,learnability,...] [--section.field=value ...] [--out=DIR]
+    "compare": """usage: learnability compare [--arms=uniform,learnability,...] [--seeds=0,1,2] [--section.field=value ...] [--out=DIR]
        learnability compare --resume DIR [--progress=false]
 
 Trains each arm on the same data and seeds into --out/<arm>, then writes report.md and plots
-(default arms: uniform,learnability; with --task=clip: uniform,activeclip,jest).""",
+(default arms: uniform,learnability; with --task=clip: uniform,activeclip,jest). With --seeds, the
+whole compare runs once per train.seed into --out/seed<N> (same data split), and --out/report.md
+gives each arm's medians over the seeds and each arm against uniform seed by seed (sign test).""",
     "demo": f"""usage: learnability demo [--section.field=value ...] [--out=DIR]
 
 The compare on Fashion-MNIST at 40% label noise, with {' '.join(DEMO_OVERRIDES)} (overridable).""",

@@ -10,7 +10,7 @@ from typing import Sequence
 from learnability import config as C
 from learnability.backend import run_arm
 from learnability.io import atomic_write_text
-from learnability.report import build_report
+from learnability.report import build_report, seeds_report
 from learnability.runtime import absolute_paths
 from learnability.scores import list_scores
 from learnability.tasks import get_task
@@ -54,11 +54,41 @@ def compare(cfg: C.RunConfig, arms: Sequence[str], out: str, amortise: int = 10,
     return build_report([c.out for c in configs], out, amortise)
 
 
+def compare_seeds(cfg: C.RunConfig, arms: Sequence[str], out: str, seeds: Sequence[int], amortise: int = 10,
+                  resume: bool = False) -> tuple[str, list[dict]]:
+    """`compare` once per training seed (`train.seed`; the data split stays the one `data.seed` draws),
+    into `out/seed<N>`, each with its own report and its own reference (seeded with train.seed + 2);
+    then `out/report.md`: medians over the seeds and each arm against uniform seed by seed
+    (`report.seeds_report`)."""
+    seeds = list(seeds)
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise C.ConfigError(f"--seeds: give two or more distinct seeds >= 0 (e.g. --seeds=0,1,2); got {seeds}")
+    if cfg.reference.dir:  # a reference is trained with its seed (train.seed + 2) and refused by another seed
+        raise C.ConfigError("--seeds: each seed trains its own reference into <out>/seed<N>/reference (seeded with "
+                            "train.seed + 2, so one folder cannot serve them all); drop --reference.dir")
+    for arm in dict.fromkeys(arms):  # every arm's config is checked before any seed trains
+        try:
+            C.validate(arm_config(cfg, arm, out))
+        except C.ConfigError as e:
+            raise C.ConfigError(f"arm {arm!r}: {e}") from e
+    os.makedirs(out, exist_ok=True)
+    if not resume:
+        atomic_write_text(os.path.join(out, "compare.json"), json.dumps(
+            {"arms": list(arms), "seeds": seeds, "config": C.to_dict(absolute_paths(cfg))}, indent=2) + "\n")
+    for seed in seeds:
+        folder = os.path.join(out, f"seed{seed}")
+        seeded = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+        compare(seeded, arms, folder, amortise, resume=resume and os.path.isfile(os.path.join(folder, "compare.json")))
+    return seeds_report({s: os.path.join(out, f"seed{s}") for s in seeds}, out, amortise, order=arms)
+
+
 def _todo(configs: list[C.RunConfig], resume: bool) -> list[C.RunConfig]:
     return [c for c in configs if not (resume and os.path.exists(os.path.join(c.out, "summary.json")))]
 
 
-def resumed_compare(out: str, overrides: list[str]) -> tuple[C.RunConfig, list[str]]:
-    """The config and arms saved in `out/compare.json`; only `--progress` may change on resume."""
+def resumed_compare(out: str, overrides: list[str]) -> tuple[C.RunConfig, list[str], list[int]]:
+    """The config, arms and seeds ([] for a one-seed compare) saved in `out/compare.json`; only
+    `--progress` may change on resume."""
     saved = C.load_for_resume(out, "compare.json", overrides, "learnability compare")
-    return C.apply_overrides(C.from_dict(C.RunConfig, saved["config"]), overrides), list(saved["arms"])
+    return (C.apply_overrides(C.from_dict(C.RunConfig, saved["config"]), overrides), list(saved["arms"]),
+            [int(s) for s in saved.get("seeds", [])])

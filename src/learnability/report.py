@@ -232,3 +232,77 @@ def build_report(paths: Sequence[str], out_dir: str | None = None, amortise: int
     atomic_write_text(path, "\n".join(lines) + "\n")
     atomic_write_text(os.path.join(out_dir, "report.json"), json.dumps(rows, indent=2) + "\n")
     return path, rows
+
+
+SAVED = ("updates_saved", "compute_saved", "compute_saved_amortised", "wallclock_saved")
+
+
+def seed_folders(path: str) -> dict[int, str]:
+    """The per-seed compare folders (`seed<N>`, each holding runs) of a multi-seed compare; {} otherwise."""
+    if not os.path.isdir(path):
+        return {}
+    found = {int(d[4:]): os.path.join(path, d) for d in os.listdir(path)
+             if d.startswith("seed") and d[4:].isdigit() and os.path.isdir(os.path.join(path, d))}
+    return dict(sorted(found.items()))
+
+
+def seeds_report(folders: dict[int, str], out_dir: str, amortise: int = 10,
+                 order: Sequence[str] = ()) -> tuple[str, list[dict]]:
+    """One report per seed (in its folder), then `out_dir/report.md`: each arm's medians over the seeds
+    (a seed that never reached the target counts as the worst) and each arm against uniform seed by
+    seed (`analysis.paired` on the final accuracy; with two or more selecting arms, also the first
+    selecting arm against each other one on updates saved; arms in `order`, e.g. compare's --arms,
+    then the rest by name). Returns its path and the median rows."""
+    if len(folders) < 2:
+        raise ValueError(f"a multi-seed report needs two or more seed folders; found {sorted(folders) or 'none'}")
+    per_seed = {s: {r["arm"]: r for r in build_report([f], None, amortise)[1]} for s, f in folders.items()}
+    found = {a for rows in per_seed.values() for a in rows}
+    arms = [a for a in dict.fromkeys(order) if a in found] + sorted(found - set(order), key=lambda a: (a != "uniform", a))
+    seeds = list(per_seed)
+
+    def values(arm: str, key: str) -> dict[int, float | None]:
+        return {s: rows[arm].get(key) for s, rows in per_seed.items() if arm in rows}
+
+    med = []
+    for arm in arms:
+        row = {"arm": arm, "seeds": sorted(values(arm, "final_accuracy"))}
+        row.update({k: analysis.median(list(values(arm, k).values())) for k in (*SAVED, "final_accuracy")})
+        med.append(row)
+    lines = ["# learnability report over seeds", "",
+             f"Seeds {', '.join(map(str, seeds))} (`train.seed`: initialisation, data order and selection draws; the "
+             f"data split, `data.seed`, is the same for every seed). Each seed's own report: "
+             + ", ".join(f"[seed {s}]({os.path.relpath(f, out_dir)}/report.md)" for s, f in folders.items()) + ".", "",
+             "Medians over the seeds (a seed on which an arm never reached uniform's final accuracy counts as the worst):", "",
+             "| arm | seeds | updates saved | compute saved | compute saved (amortised) | wall-clock saved | final accuracy "
+             "(median) | final accuracy (per seed) |", "|---|---|---|---|---|---|---|---|"]
+    for m in med:
+        each = ", ".join(f"{v:.4f}" for v in values(m["arm"], "final_accuracy").values())
+        lines.append(f"| {m['arm']} | {len(m['seeds'])} | " + " | ".join(pct(m[k]) for k in SAVED)
+                     + f" | {m['final_accuracy']:.4f} | {each} |")
+    paired = []
+    if "uniform" in arms:
+        paired += [(a, "uniform", "final_accuracy") for a in arms if a != "uniform"]
+    selecting = [a for a in arms if a != "uniform"]
+    if len(selecting) > 1 and "uniform" in arms:
+        paired += [(a, selecting[0], "updates_saved") for a in selecting[1:]]
+    if paired:
+        lines += ["", "## Seed by seed", "",
+                  "Each arm minus the other on the same seed; ahead / behind: the seeds on which it is above or below; "
+                  "p: the exact two-sided sign test over those seeds (with 3 seeds even 3 of 3 is p = 0.25, with 5 "
+                  "seeds 5 of 5 is 0.06: a median's ranking is only as firm as this).", "",
+                  "| arm | against | measure | difference per seed (points) | mean ± sd | ahead / behind | p |",
+                  "|---|---|---|---|---|---|---|"]
+        for a, b, key in paired:
+            p = analysis.paired(values(a, key), values(b, key))
+            diffs = ", ".join("-" if d is None else f"{round(100 * d, 1) + 0.0:+.1f}" for d in p["diffs"].values())
+            mean = "-" if p["mean"] is None else f"{round(100 * p['mean'], 1) + 0.0:+.1f}" + (
+                "" if p["sd"] is None else f" ± {100 * p['sd']:.1f}")
+            lines.append(f"| {a} | {b} | {key.replace('_', ' ')} | {diffs} | {mean} | {p['ahead']} / {p['behind']}"
+                         + (f" ({p['level']} level)" if p["level"] else "") + f" | {p['sign_p']:.2f} |")
+            p["diffs"] = {str(s): d for s, d in p["diffs"].items()}
+            med[arms.index(a)].setdefault("paired", []).append({"against": b, "measure": key, **p})
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "report.md")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(os.path.join(out_dir, "report.json"), json.dumps({"seeds": seeds, "arms": med}, indent=2) + "\n")
+    return path, med
