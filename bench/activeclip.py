@@ -209,8 +209,9 @@ def decayed_cell(rows: list[dict], m: dict) -> str:
 
 def paired_lines(rows: list[dict], against: str = PAIRED_AGAINST) -> list[str]:
     """Each scored arm against `against`, seed by seed: updates saved on the fully decayed budgets (a
-    censored seed at its lower bound, a missed one behind any number) and zero-shot at the full budget's
-    end. Empty when `against` did not run or nothing else was scored."""
+    missed seed behind any number; a censored one, whose smallest budget already reached, at its lower
+    bound and its difference marked "≥" or "≤") and zero-shot at the full budget's end. Empty when
+    `against` did not run or nothing else was scored; an arm with no seed in common says so."""
     arms = [a for a in dict.fromkeys(r["arm"] for r in rows) if a not in ("uniform", against)]
     if against not in {r["arm"] for r in rows} or not arms:
         return []
@@ -221,20 +222,33 @@ def paired_lines(rows: list[dict], against: str = PAIRED_AGAINST) -> list[str]:
     def signed(x: float) -> str:
         return f"{round(x, 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
 
+    def bound(arm: str, seed: int) -> str:  # a censored saving is a lower bound: of a difference, one side of it
+        cut = {r["arm"] for r in rows if r["seed"] == seed and r.get("censored")}
+        return "" if (arm in cut) == (against in cut) else ("≥" if arm in cut else "≤")
+
     def cell(arm: str, key: str, scale: float, unit: str) -> str:
         p = analysis.paired(by_seed(arm, key), by_seed(against, key))
-        diffs = ", ".join("-" if d is None else signed(d * scale) for d in p["diffs"].values())
+        marks = {s: bound(arm, s) if key == "decayed_updates_saved" else "" for s in p["seeds"]}
+        diffs = ", ".join("-" if d is None else marks[s] + signed(d * scale) for s, d in p["diffs"].items())
         mean = "-" if p["mean"] is None else signed(p["mean"] * scale) + (
-            f" ± {p['sd'] * scale:.1f}" if p["sd"] is not None else "")
-        return (f"{diffs} | {mean} {unit} | {p['ahead']} / {p['behind']}" + (f" / {p['level']} level" if p["level"] else "")
+            f" ± {p['sd'] * scale:.1f}" if p["sd"] is not None else "") + f" {unit}" + (
+            f" ({p['known']} of {len(p['seeds'])} seeds)" if p["known"] < len(p["seeds"]) else "")
+        return (f"{diffs} | {mean} | {p['ahead']} / {p['behind']}" + (f" / {p['level']} level" if p["level"] else "")
                 + f" of {len(p['seeds'])} | {p['sign_p']:.2f}")
 
-    lines = ["", f"**Paired by seed, against {against}** (each arm minus {against} on the same seed; ahead / behind: "
-                 "seeds on which the arm is above or below; p: the exact two-sided sign test over those seeds. At 3 "
-                 "seeds even 3 of 3 is p = 0.25, at 5 seeds 5 of 5 is 0.06: medians this close are not a ranking):", "",
+    lines = ["", f"**Paired by seed, against {against}** (each arm minus {against} on the same seed; \"-\": one of "
+                 "the two never reached the target on that seed, counted behind any number and left out of the mean; "
+                 "\"≥\" / \"≤\": one side's smallest budget already reached, so the difference is a bound; ahead / "
+                 "behind: seeds on which the arm is above or below; p: the exact two-sided sign test over those seeds."
+                 " At 3 seeds even 3 of 3 is p = 0.25, at 5 seeds 5 of 5 is 0.06: medians this close are not a "
+                 "ranking):", "",
              "| arm | updates saved, decayed (per seed) | mean ± sd | ahead / behind | p | zero-shot at the full "
              "budget's end (per seed) | mean ± sd | ahead / behind | p |", "|---|---|---|---|---|---|---|---|---|"]
+    ours = set(by_seed(against, "arm"))
     for arm in arms:
+        if not ours & set(by_seed(arm, "arm")):
+            lines.append(f"| {arm} | no seed in common with {against} | | | | | | | |")
+            continue
         lines.append(f"| {arm} | {cell(arm, 'decayed_updates_saved', 100, 'pts')} | "
                      f"{cell(arm, 'end_zeroshot', 100, 'pts')} |")
     return lines

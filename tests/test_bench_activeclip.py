@@ -270,6 +270,14 @@ def test_the_paired_table_sets_each_scored_arm_against_activeclip_seed_by_seed()
     rows += [row("hard_learner", s, None, 0.3) for s in range(3)]
     md = "\n".join(paired_lines(rows))
     assert "| jest_t5 | +1.3, +4.2, -5.7 | -0.1 ± 5.1 pts | 2 / 1 of 3 | 1.00 | +0.9, +1.5, +0.8 | +1.1 ± 0.4 pts | 3 / 0 of 3 | 0.25 |" in md
-    assert "| hard_learner | -, -, - | - pts | 0 / 3 of 3 | 0.25 |" in md  # never reached: behind on every seed
+    assert "| hard_learner | -, -, - | - | 0 / 3 of 3 | 0.25 |" in md  # never reached: behind on every seed
     assert "| uniform |" not in md and "| activeclip |" not in md
     assert paired_lines([r for r in rows if r["arm"] != "activeclip"]) == []  # nothing to pair against
+    # a seed an arm missed is left out of the mean, and says so; a censored saving makes its difference a bound
+    rows[-4]["decayed_updates_saved"] = None  # jest_t5 missed on seed 2
+    rows[3]["censored"] = True  # activeclip's seed 0: its smallest budget already reached (a lower bound)
+    md = "\n".join(paired_lines(rows))
+    assert "| jest_t5 | ≤+1.3, +4.2, - | +2.7 ± 2.1 pts (2 of 3 seeds) | 2 / 1 of 3 | 1.00 |" in md
+    # an arm that ran on other seeds only (an interrupted bench's collected rows) is named, not a crash
+    late = [row("easy_reference", 9, 0.3, 0.6)]
+    assert "| easy_reference | no seed in common with activeclip |" in "\n".join(paired_lines(rows + late))

@@ -259,27 +259,40 @@ def test_compare_over_seeds_reports_medians_and_each_arm_against_uniform_seed_by
     assert pair["ahead"] == sum(d > 0 for d in diffs.values()) and pair["behind"] == sum(d < 0 for d in diffs.values())
     md = (out / "report.md").read_text()
     assert "| learnability | uniform | final accuracy |" in md and "(seed3/report.md)" in md
-    # resume: a lost seed is trained again, the finished ones are kept as they are
+    assert main(["report", str(out), str(out / "seed3")]) == 2  # a multi-seed folder goes alone
+    # `report` on the folder rebuilds the report over seeds; with --out elsewhere it writes only there
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert main(["report", str(out), f"--out={tmp_path / 'elsewhere'}"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    assert (tmp_path / "elsewhere" / "seed5" / "report.md").is_file()
+    assert (tmp_path / "elsewhere" / "report.md").read_text() == md
+    # an arm cut short is named in the report over seeds
+    (out / "seed5" / "learnability" / "summary.json").rename(tmp_path / "summary.json")
+    assert main(["report", str(out), f"--out={tmp_path / 'cut'}"]) == 0
+    assert "**Not finished**" in (tmp_path / "cut" / "report.md").read_text()
+    assert "learnability (seed 5)" in (tmp_path / "cut" / "report.md").read_text()
+    # resume: a lost seed and a half-finished one are trained again, finished runs are kept as they are
     kept = (out / "seed3" / "learnability" / "metrics.jsonl").read_text()
     shutil.rmtree(out / "seed7")
+    assert main(["report", str(out)]) == 2  # a seed the compare names has not run: said, not skipped
     r = cli("compare", "--resume", str(out))
     assert r.returncode == 0, r.stderr
     assert (out / "seed3" / "learnability" / "metrics.jsonl").read_text() == kept
-    again = json.loads((out / "seed7" / "report.json").read_text())
-    assert {row["arm"]: row["final_accuracy"] for row in again} == {
-        a: row["final_accuracy"] for a, row in per_seed[7].items()}  # deterministic given the seed
-    # `report` on the folder rebuilds the report over seeds (seed 7's wall-clock is the rerun's)
-    md = (out / "report.md").read_text()
-    (out / "report.md").unlink()
-    assert main(["report", str(out)]) == 0 and (out / "report.md").read_text() == md
+    assert (out / "seed5" / "learnability" / "summary.json").is_file()
+    for s in (5, 7):  # deterministic given the seed
+        again = json.loads((out / f"seed{s}" / "report.json").read_text())
+        assert {row["arm"]: row["final_accuracy"] for row in again} == {
+            a: row["final_accuracy"] for a, row in per_seed[s].items()}
+    assert "Not finished" not in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize("seeds, says", [("0", "two or more"), ("1,1", "two or more distinct"), ("a,b", "integers"),
                                          ("", "integers"), ("-1,2", ">= 0"),
-                                         ("0,1 --reference.dir=shared", "drop --reference.dir")])
+                                         ("0,1 --reference.dir=shared", "drop --reference.dir"),
+                                         ("0,1 --train.seed=5", "drop --train.seed=5")])
 def test_compare_seeds_refuses_bad_input_before_training(tmp_path, capsys, seeds, says):
     first, *more = seeds.split(" ")
     assert main(["compare", f"--out={tmp_path / 'c'}", f"--seeds={first}", *more, *TINY]) == 2
     err = capsys.readouterr().err
     assert "--seeds" in err and says in err, err
-    assert not (tmp_path / "c" / "seed0").exists()
+    assert not (tmp_path / "c").exists()  # refused before anything is written

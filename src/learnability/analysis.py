@@ -185,11 +185,12 @@ def median(values: Sequence[float | None]) -> float | None:
 
 def paired(a: Mapping[int, float | None], b: Mapping[int, float | None]) -> dict:
     """Arm `a` against arm `b` seed by seed (the seeds both ran): on how many `a` is ahead, behind or
-    level, the per-seed differences a - b, their mean and standard deviation, and the exact two-sided
-    sign test's p-value over the seeds that are not level (1.0 when none). None is a seed that never
-    reached the target, behind any number (two Nones are level; their difference is None and is left
-    out of the mean). With the few seeds a bench runs, the count and p say how far a median's ranking
-    can be trusted: at 3 seeds even 3 of 3 is p = 0.25."""
+    level, the per-seed differences a - b (`known`: how many are numbers), their mean and standard
+    deviation, and the exact two-sided sign test's p-value over the seeds that are not level (1.0
+    when none). None is a seed that never reached the target, behind any number (two Nones are
+    level; a difference with a None is None and is left out of the mean). With the few seeds a bench
+    runs, the count and p say how far a median's ranking can be trusted: at 3 seeds even 3 of 3 is
+    p = 0.25."""
     seeds = sorted(set(a) & set(b))
     if not seeds:
         raise ValueError(f"no seed in common: {sorted(a)} and {sorted(b)}")
@@ -206,5 +207,5 @@ def paired(a: Mapping[int, float | None], b: Mapping[int, float | None]) -> dict
     n = ahead + behind
     tail = sum(math.comb(n, k) for k in range(min(ahead, behind) + 1)) / 2 ** n if n else 0.5
     return {"seeds": seeds, "ahead": ahead, "behind": behind, "level": signs.count(0), "diffs": diffs,
-            "mean": statistics.fmean(known) if known else None,
+            "known": len(known), "mean": statistics.fmean(known) if known else None,
             "sd": statistics.stdev(known) if len(known) > 1 else None, "sign_p": min(1.0, 2 * tail)}

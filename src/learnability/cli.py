@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shlex
 import sys
@@ -109,14 +108,19 @@ def cmd_compare(args: list[str], defaults: list[str] | None = None) -> int:
         cfg, arms, seeds = resumed_compare(resume, rest + ([f"--out={out}"] if out else []))
         out = resume
     else:
-        arms, seeds, overrides = [], [], list(defaults or [])
+        arms, seeds, overrides, given_seed = [], [], list(defaults or []), ""
         for a in rest:
             if a.startswith("--arms="):
                 arms = [s for s in a.split("=", 1)[1].split(",") if s]
             elif a.startswith("--seeds="):
                 seeds = _seeds(a.split("=", 1)[1])
+            elif a.startswith("--train.seed="):  # kept for after the loop: --seeds may come later
+                overrides.append(a)
+                given_seed = a
             else:
                 overrides.append(a)
+        if seeds and given_seed:
+            raise C.ConfigError(f"--seeds sets train.seed for each seed; drop {given_seed}")
         cfg = C.apply_overrides(C.RunConfig(), overrides)
         arms = arms or (["uniform", "activeclip", "jest"] if cfg.task == "clip" else ["uniform", "learnability"])
         out = _out(out, "compare")
@@ -157,15 +161,14 @@ def cmd_report(args: list[str]) -> int:
         a = p.parse_args(args)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed by argparse
         return int(e.code or 0)
-    folders = seed_folders(a.runs[0]) if len(a.runs) == 1 else {}
-    if folders:  # a multi-seed compare (`compare --seeds`): each seed's report, then the one over seeds
-        saved = os.path.join(a.runs[0], "compare.json")
-        order = []
-        if os.path.isfile(saved):
-            with open(saved, encoding="utf-8") as f:
-                order = json.load(f).get("arms", [])
+    multi = [p for p in a.runs if seed_folders(p)[0]]
+    if multi and len(a.runs) > 1:
+        raise C.ConfigError(f"{multi[0]} is a multi-seed compare (seed<N> folders): give it alone, "
+                            f"`learnability report {multi[0]}`")
+    if multi:  # a multi-seed compare (`compare --seeds`): each seed's report, then the one over seeds
+        folders, order = seed_folders(a.runs[0])
         path, _ = seeds_report(folders, a.out or a.runs[0], a.amortise, order=order)
-        print(f"report: {path} (each seed's report in its seed<N> folder)")
+        print(f"report: {path} (each seed's report in its seed<N> folder beside it)")
         return 0
     path, rows = build_report(a.runs, a.out, a.amortise)
     _print_table(path, rows)

@@ -237,25 +237,42 @@ def build_report(paths: Sequence[str], out_dir: str | None = None, amortise: int
 SAVED = ("updates_saved", "compute_saved", "compute_saved_amortised", "wallclock_saved")
 
 
-def seed_folders(path: str) -> dict[int, str]:
-    """The per-seed compare folders (`seed<N>`, each holding runs) of a multi-seed compare; {} otherwise."""
-    if not os.path.isdir(path):
-        return {}
+def seed_folders(path: str) -> tuple[dict[int, str], list[str]]:
+    """The per-seed folders (`seed<N>`) of a multi-seed compare and its arms in --arms order; ({}, [])
+    for any other folder. With the compare's `compare.json`, every seed it names must have run."""
+    saved: dict = {}
+    if os.path.isfile(os.path.join(path, "compare.json")):
+        with open(os.path.join(path, "compare.json"), encoding="utf-8") as f:
+            saved = json.load(f)
+    if saved.get("seeds"):
+        folders = {int(s): os.path.join(path, f"seed{int(s)}") for s in saved["seeds"]}
+        missing = [s for s, f in folders.items() if not os.path.isdir(f)]
+        if missing:
+            raise FileNotFoundError(f"{path}: seed {', '.join(map(str, missing))} of {saved['seeds']} has not run "
+                                    f"(no seed<N> folder); `learnability compare --resume {path}` runs it")
+        return folders, list(saved.get("arms", []))
+    if not os.path.isdir(path) or os.path.isfile(os.path.join(path, "metrics.jsonl")):
+        return {}, []
     found = {int(d[4:]): os.path.join(path, d) for d in os.listdir(path)
              if d.startswith("seed") and d[4:].isdigit() and os.path.isdir(os.path.join(path, d))}
-    return dict(sorted(found.items()))
+    return dict(sorted(found.items())), []
 
 
 def seeds_report(folders: dict[int, str], out_dir: str, amortise: int = 10,
                  order: Sequence[str] = ()) -> tuple[str, list[dict]]:
-    """One report per seed (in its folder), then `out_dir/report.md`: each arm's medians over the seeds
-    (a seed that never reached the target counts as the worst) and each arm against uniform seed by
-    seed (`analysis.paired` on the final accuracy; with two or more selecting arms, also the first
-    selecting arm against each other one on updates saved; arms in `order`, e.g. compare's --arms,
-    then the rest by name). Returns its path and the median rows."""
+    """One report per seed (into `out_dir/seed<N>`: the seed's own folder when `out_dir` holds them),
+    then `out_dir/report.md`: each arm's medians over the seeds (a seed that never reached the target
+    counts as the worst) and each arm against uniform seed by seed (`analysis.paired` on the final
+    accuracy; with two or more selecting arms, also the first selecting arm against each other one on
+    updates saved; arms in `order`, e.g. compare's --arms, then the rest by name). Runs without a
+    `summary.json` (cut short, or still going) are named in the report. Returns its path and the
+    median rows."""
     if len(folders) < 2:
         raise ValueError(f"a multi-seed report needs two or more seed folders; found {sorted(folders) or 'none'}")
-    per_seed = {s: {r["arm"]: r for r in build_report([f], None, amortise)[1]} for s, f in folders.items()}
+    per_seed = {s: {r["arm"]: r for r in build_report([f], os.path.join(out_dir, f"seed{s}"), amortise)[1]}
+                for s, f in folders.items()}
+    unfinished = [f"{os.path.basename(run)} (seed {s})" for s, f in folders.items() for run in find_runs([f])
+                  if not os.path.isfile(os.path.join(run, "summary.json"))]
     found = {a for rows in per_seed.values() for a in rows}
     arms = [a for a in dict.fromkeys(order) if a in found] + sorted(found - set(order), key=lambda a: (a != "uniform", a))
     seeds = list(per_seed)
@@ -271,7 +288,9 @@ def seeds_report(folders: dict[int, str], out_dir: str, amortise: int = 10,
     lines = ["# learnability report over seeds", "",
              f"Seeds {', '.join(map(str, seeds))} (`train.seed`: initialisation, data order and selection draws; the "
              f"data split, `data.seed`, is the same for every seed). Each seed's own report: "
-             + ", ".join(f"[seed {s}]({os.path.relpath(f, out_dir)}/report.md)" for s, f in folders.items()) + ".", "",
+             + ", ".join(f"[seed {s}](seed{s}/report.md)" for s in folders) + ".", "",
+             *([f"**Not finished** (no summary.json; their rows so far are counted): {', '.join(unfinished)}. "
+                "`learnability compare --resume` on the compare's folder finishes them.", ""] if unfinished else []),
              "Medians over the seeds (a seed on which an arm never reached uniform's final accuracy counts as the worst):", "",
              "| arm | seeds | updates saved | compute saved | compute saved (amortised) | wall-clock saved | final accuracy "
              "(median) | final accuracy (per seed) |", "|---|---|---|---|---|---|---|---|"]
@@ -287,7 +306,8 @@ def seeds_report(folders: dict[int, str], out_dir: str, amortise: int = 10,
         paired += [(a, selecting[0], "updates_saved") for a in selecting[1:]]
     if paired:
         lines += ["", "## Seed by seed", "",
-                  "Each arm minus the other on the same seed; ahead / behind: the seeds on which it is above or below; "
+                  "Each arm minus the other on the same seed (\"-\": one of the two never reached the target there: "
+                  "behind any number, left out of the mean); ahead / behind: the seeds on which it is above or below; "
                   "p: the exact two-sided sign test over those seeds (with 3 seeds even 3 of 3 is p = 0.25, with 5 "
                   "seeds 5 of 5 is 0.06: a median's ranking is only as firm as this).", "",
                   "| arm | against | measure | difference per seed (points) | mean ± sd | ahead / behind | p |",
@@ -296,7 +316,8 @@ def seeds_report(folders: dict[int, str], out_dir: str, amortise: int = 10,
             p = analysis.paired(values(a, key), values(b, key))
             diffs = ", ".join("-" if d is None else f"{round(100 * d, 1) + 0.0:+.1f}" for d in p["diffs"].values())
             mean = "-" if p["mean"] is None else f"{round(100 * p['mean'], 1) + 0.0:+.1f}" + (
-                "" if p["sd"] is None else f" ± {100 * p['sd']:.1f}")
+                "" if p["sd"] is None else f" ± {100 * p['sd']:.1f}") + (
+                f" ({p['known']} of {len(p['seeds'])} seeds)" if p["known"] < len(p["seeds"]) else "")
             lines.append(f"| {a} | {b} | {key.replace('_', ' ')} | {diffs} | {mean} | {p['ahead']} / {p['behind']}"
                          + (f" ({p['level']} level)" if p["level"] else "") + f" | {p['sign_p']:.2f} |")
             p["diffs"] = {str(s): d for s, d in p["diffs"].items()}
