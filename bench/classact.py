@@ -2,6 +2,8 @@
 
     python bench/classact.py            # full protocol: eta 0/0.2/0.4, 3 seeds, 5 arms (~1 h, 2 cores)
     python bench/classact.py --quick    # one seed, eta 0.4, uniform + learnability (~5 min)
+    python bench/classact.py --name=classact-digits --data.source=digits --data.reference_size=300 --data.test_size=0
+                                        # the second dataset: scikit-learn's digits (~10 min)
 
 Every (eta, seed) is one `compare`: the arms share data, seeds, models and evaluation schedule and
 run back to back in one process (their order rotates with the seed, so no arm always runs first on
@@ -58,6 +60,7 @@ def main() -> int:
     p.add_argument("--amortise", type=int, default=10)
     p.add_argument("--out", default="runs/bench-classact", help="where the runs go")
     p.add_argument("--results", default="bench/results", help="where the JSON and markdown go")
+    p.add_argument("--name", default="", help="results file name (default classact, or classact-quick with --quick)")
     p.add_argument("overrides", nargs="*", help="extra --section.field=value overrides for every run")
     a, extra = p.parse_known_args()
     etas = [0.4] if a.quick else [float(e) for e in a.etas.split(",")]
@@ -65,7 +68,7 @@ def main() -> int:
     arms = ["uniform", "learnability"] if a.quick else a.arms.split(",")
     overrides = BENCH_OVERRIDES + list(a.overrides) + extra
     base = C.apply_overrides(C.RunConfig(), overrides)
-    name = "classact-quick" if a.quick else "classact"
+    name = a.name or ("classact-quick" if a.quick else "classact")
     command = "python bench/classact.py " + " ".join(sys.argv[1:])
     rows: list[dict] = []
     t0 = time.time()
@@ -83,7 +86,7 @@ def main() -> int:
             rows += rows_for(out, eta, seed, these, a.amortise)
             print(f"[{time.time() - t0:6.0f}s] eta={eta} seed={seed} done", flush=True)
             med = medians(rows, ("eta", "arm"), KEYS, ALL_ARMS)
-            settings = (f"learner {base.model.learner}, proxy/reference {base.model.proxy}, b={base.train.batch_size}, "
+            settings = (f"data {base.data.source} ({base.data.reference_size} curated for the reference), learner {base.model.learner}, proxy/reference {base.model.proxy}, b={base.train.batch_size}, "
                         f"f={base.selection.filter_ratio}, {base.selection.sampler} tau={base.selection.temperature}, "
                         f"{base.train.steps} steps, eval every {base.train.eval_every} on {base.data.test_size or 'all'} test images")
             os.makedirs(a.results, exist_ok=True)
