@@ -305,8 +305,8 @@ def markdown(med: list[dict], rows: list[dict], budgets: list[int], command: str
         v = sorted(r[key] for r in uni)
         return f"{', '.join(f'{x:.4f}' for x in v)} (spread {max(v) - min(v):.4f})"
 
-    small = [(m["arm"], ", ".join(f"{r['reference_accuracy']:.3f} / " + (f"{r['proxy_accuracy']:.3f}" if r.get("proxy_accuracy")
-                                                                             is not None else "-")
+    small = [(m["arm"], ", ".join(f"seed {r['seed']} {r['reference_accuracy']:.3f} / " + (
+                                      f"{r['proxy_accuracy']:.3f}" if r.get("proxy_accuracy") is not None else "-")
                                   for r in sorted(rows, key=lambda r: r["seed"]) if r["arm"] == m["arm"]
                                   and r.get("reference_accuracy") is not None)) for m in med]
     lines += ["", f"Uniform over seeds: zero-shot at the end {spread('end_zeroshot')}; mean of the last three "

@@ -74,7 +74,7 @@ def test_every_arm_runs_and_the_table_holds_each(tmp_path: Path) -> None:
     assert "| random_subset |" in md and "| oracle |" in md and "spread" in md and "Fully decayed budgets" in md
     assert "share of oracle / oracle_filter's" in md
     ac = row  # the activeclip row: its reference's and online proxy's own zero-shot, in the notes under the table
-    assert f"activeclip {ac['reference_accuracy']:.3f} / {ac['proxy_accuracy']:.3f}" in md
+    assert f"activeclip seed 0 {ac['reference_accuracy']:.3f} / {ac['proxy_accuracy']:.3f}" in md
     assert "uniform " not in md.split("The small models' own zero-shot")[1].split("\n")[0]
 
 
