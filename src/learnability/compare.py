@@ -36,15 +36,8 @@ def compare(cfg: C.RunConfig, arms: Sequence[str], out: str, amortise: int = 10,
     then write the report into `out`. With `resume`, finished arms are kept and the others
     continue from their newest checkpoint."""
     arms = list(dict.fromkeys(arms))
-    if not arms:
-        raise C.ConfigError("--arms: no arm given")
     cfg = dataclasses.replace(cfg, reference=dataclasses.replace(cfg.reference, dir=cfg.reference.dir or os.path.join(out, "reference")))
-    configs = [arm_config(cfg, a, out) for a in arms]
-    for arm, c in zip(arms, configs):  # validate every arm before any training starts
-        try:
-            C.validate(c)
-        except C.ConfigError as e:  # an alias sets keys the user did not type: say which arm did
-            raise C.ConfigError(f"arm {arm!r}: {e}") from e
+    configs = _validated(cfg, arms, out)
     os.makedirs(out, exist_ok=True)
     atomic_write_text(os.path.join(out, "compare.json"),
                       json.dumps({"arms": arms, "config": C.to_dict(absolute_paths(cfg))}, indent=2) + "\n")
@@ -66,11 +59,7 @@ def compare_seeds(cfg: C.RunConfig, arms: Sequence[str], out: str, seeds: Sequen
     if cfg.reference.dir:  # a reference is trained with its seed (train.seed + 2) and refused by another seed
         raise C.ConfigError("--seeds: each seed trains its own reference into <out>/seed<N>/reference (seeded with "
                             "train.seed + 2, so one folder cannot serve them all); drop --reference.dir")
-    for arm in dict.fromkeys(arms):  # every arm's config is checked before any seed trains
-        try:
-            C.validate(arm_config(cfg, arm, out))
-        except C.ConfigError as e:
-            raise C.ConfigError(f"arm {arm!r}: {e}") from e
+    _validated(cfg, list(dict.fromkeys(arms)), out)  # every arm is checked before any seed trains
     os.makedirs(out, exist_ok=True)
     if not resume:
         atomic_write_text(os.path.join(out, "compare.json"), json.dumps(
@@ -80,6 +69,19 @@ def compare_seeds(cfg: C.RunConfig, arms: Sequence[str], out: str, seeds: Sequen
         seeded = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
         compare(seeded, arms, folder, amortise, resume=resume and os.path.isfile(os.path.join(folder, "compare.json")))
     return seeds_report({s: os.path.join(out, f"seed{s}") for s in seeds}, out, amortise, order=arms)
+
+
+def _validated(cfg: C.RunConfig, arms: list[str], out: str) -> list[C.RunConfig]:
+    """Each arm's run config, every one validated before any training starts."""
+    if not arms:
+        raise C.ConfigError("--arms: no arm given")
+    configs = [arm_config(cfg, a, out) for a in arms]
+    for arm, c in zip(arms, configs):
+        try:
+            C.validate(c)
+        except C.ConfigError as e:  # an alias sets keys the user did not type: say which arm did
+            raise C.ConfigError(f"arm {arm!r}: {e}") from e
+    return configs
 
 
 def _todo(configs: list[C.RunConfig], resume: bool) -> list[C.RunConfig]:
